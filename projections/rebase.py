@@ -1,0 +1,122 @@
+"""Rebase: carry a patch's line numbers from its base through later revisions.
+
+A patch op and a revision's op are independent under the same rule as two ops of one
+patch (DESIGN invariant 5): their ranges share no line, and they are not two inserts at
+the same position. Independent ops commute; for those, "A then rebased B" equals
+"B then rebased A". Anything else is a ``conflict``, except a patch op identical to the
+revision's op (same range, same lines), which is dropped as already made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from projections.patch import Splice, describe
+from streams.errors import Rejected
+from streams.schema import RejectCode
+
+__all__ = ["Expect", "Later", "check_base", "map_expectations", "rebase"]
+
+
+class Later(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One revision after a patch's base: its number and splices as applied."""
+
+    rev: int
+    splices: tuple[Splice, ...]
+    """Highest line first, as stored in the revision."""
+
+
+class Expect(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A line the base must hold for a diff to apply: ``base[line] == text`` (0-based)."""
+
+    line: int
+    text: str
+
+
+def check_base(base: int, head: int, *, strict: bool) -> None:
+    """Check a patch's base against the document head.
+
+    Raises ``Rejected``: ``stale`` if ``strict`` and the base is behind the head;
+    ``base_ahead`` if the base is ahead (the caller waits before deciding that).
+    """
+    if base > head:
+        raise Rejected(
+            RejectCode.BASE_AHEAD,
+            f"base: revision {base} does not exist, the head is {head}; "
+            "rule: the base is at most the head",
+        )
+    if strict and base != head:
+        raise Rejected(
+            RejectCode.STALE,
+            f"base: revision {base} is behind the head {head}; "
+            "rule: in strict mode every patch is based on the head",
+        )
+
+
+def _touches(p: Splice, r: Splice) -> bool:
+    """Whether revision op ``r`` and patch op ``p`` are not independent."""
+    if r.start == r.end == p.start == p.end:
+        return True
+    return r.start < p.end and p.start < r.end
+
+
+def _through(
+    tracked: list[tuple[Splice, Splice]], later: Later, *, drop_made: bool, what: str
+) -> list[tuple[Splice, Splice]]:
+    """Map ascending (current, original) splices through one revision.
+
+    Raises ``Rejected`` (``conflict``) naming the original op, the line and the revision.
+    """
+    edits = list(reversed(later.splices))
+    out: list[tuple[Splice, Splice]] = []
+    delta = 0
+    j = 0
+    for p, original in tracked:
+        while j < len(edits) and edits[j].end <= p.start and not _touches(p, edits[j]):
+            r = edits[j]
+            delta += len(r.lines) - (r.end - r.start)
+            j += 1
+        if j < len(edits) and _touches(p, edits[j]):
+            r = edits[j]
+            if drop_made and r == p:
+                delta += len(r.lines) - (r.end - r.start)
+                j += 1
+                continue
+            line = original.start + max(0, r.start - p.start) + 1
+            label = describe(original) if what == "op" else "diff context"
+            raise Rejected(
+                RejectCode.CONFLICT,
+                f"{label}: line {line} of the base was changed by revision {later.rev} "
+                f"({describe(r)}); rule: a rebased {what} touches no line changed after its base",
+            )
+        out.append((Splice(p.start + delta, p.end + delta, p.lines), original))
+    return out
+
+
+def rebase(splices: Sequence[Splice], later: Sequence[Later]) -> tuple[Splice, ...]:
+    """Carry normalized ``splices`` through ``later`` revisions (ascending ``rev``).
+
+    Returns the splices against the last revision, highest line first; ops already made
+    by a revision (same range, same lines) are left out, so an empty result is a
+    ``noop``. Raises ``Rejected`` (``conflict``) naming the op, the line and the
+    revision. Time is linear in the number of splices plus the ops of ``later``.
+    """
+    tracked = [(s, s) for s in reversed(splices)]
+    for rev in later:
+        tracked = _through(tracked, rev, drop_made=True, what="op")
+    return tuple(s for s, _ in reversed(tracked))
+
+
+def map_expectations(expect: Sequence[Expect], later: Sequence[Later]) -> tuple[Expect, ...]:
+    """Carry a diff's expected base lines through ``later`` revisions.
+
+    A diff's context is part of what it touches: if a revision changed an expected line,
+    the diff cannot be checked against the head and ``Rejected`` (``conflict``) is
+    raised. ``expect`` is ascending by line.
+    """
+    tracked = [(Splice(e.line, e.line + 1, (e.text,)),) * 2 for e in expect]
+    for rev in later:
+        tracked = _through(tracked, rev, drop_made=False, what="context line")
+    return tuple(Expect(s.start, s.lines[0]) for s, _ in tracked)

@@ -1,0 +1,235 @@
+"""Stream entry fields <-> typed values, at the edge.
+
+``decode_ingress`` reads what any client may have written, so it trusts nothing and turns
+every problem into a ``Rejected`` naming the field and the rule. ``encode_event`` and
+``decode_event`` handle patchlog's own events, whose flat fields are strings: integers in
+decimal, enums by value, anything structured as JSON; ``None`` fields are left out.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import types
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+import msgspec
+
+from streams.errors import CorruptEntry, Rejected
+from streams.limits import Limits
+from streams.schema import IngressEntry, Op, RejectCode
+
+__all__ = ["Fields", "decode_event", "decode_ingress", "encode_event", "entry_text"]
+
+Fields = Mapping[bytes, bytes] | Mapping[str, str] | Iterable[tuple[bytes | str, bytes | str]]
+"""A stream entry's fields: a mapping, or the raw (name, value) pairs of the reply."""
+
+_OPS_DECODER = msgspec.json.Decoder(tuple[Op, ...])
+_META_DECODER = msgspec.json.Decoder(dict[str, Any])
+_JSON = msgspec.json.Encoder()
+_REVISION = re.compile(r"0|[1-9][0-9]{0,15}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_ERROR = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+_MAX_REVISION = 2**53 - 1
+_T = TypeVar("_T", bound=msgspec.Struct)
+_V = TypeVar("_V")
+_KNOWN = frozenset({"doc", "base", "ops", "diff", "id", "author", "meta"})
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+def _pairs(fields: Fields) -> Iterable[tuple[bytes | str, bytes | str]]:
+    if isinstance(fields, Mapping):
+        return fields.items()
+    return fields
+
+
+def _text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Rejected(
+            RejectCode.INVALID,
+            f"{name}: byte {err.start} is not valid UTF-8; rule: fields are UTF-8 text",
+        ) from None
+
+
+def _bounded(name: str, raw: bytes, most: int) -> str:
+    value = _text(name, raw)
+    if not raw or len(raw) > most:
+        raise Rejected(
+            RejectCode.INVALID,
+            f"{name}: {len(raw)} bytes; rule: between 1 and {most} UTF-8 bytes",
+        )
+    if _CONTROL.search(value):
+        raise Rejected(RejectCode.INVALID, f"{name}: control character; rule: printable text")
+    return value
+
+
+def _doc(raw: bytes) -> str:
+    doc = _bounded("doc", raw, 256)
+    if doc != doc.strip() or any(part in ("", ".", "..") for part in doc.split("/")):
+        raise Rejected(
+            RejectCode.INVALID,
+            f"doc: {doc!r} is not a relative path; rule: '/'-separated names, none empty, "
+            "'.' or '..', no surrounding spaces",
+        )
+    return doc
+
+
+def _validation_message(field: str, err: msgspec.MsgspecError) -> str:
+    match = _PATH_ERROR.match(str(err))
+    text, path = (match.group(1), match.group(2)) if match else (str(err), None)
+    text = text.replace("`", "")
+    return f"{field}{path or ''}: {text[:1].lower()}{text[1:]}"
+
+
+def _json(
+    name: str, decoder: msgspec.json.Decoder[_V], seen: dict[str, bytes], rule: str
+) -> _V | None:
+    if name not in seen:
+        return None
+    try:
+        return decoder.decode(seen[name])
+    except msgspec.MsgspecError as err:
+        raise Rejected(
+            RejectCode.INVALID, f"{_validation_message(name, err)}; rule: {rule}"
+        ) from None
+
+
+def decode_ingress(fields: Fields, limits: Limits) -> IngressEntry:
+    """Decode and check the fields of a ``patchlog:patches`` entry.
+
+    Unknown fields are ignored (forward compatibility). Raises ``Rejected``:
+    ``too_large`` when the fields exceed ``limits.max_patch_bytes``; ``invalid`` for a
+    missing, repeated, malformed or badly typed field, each message naming the field (and
+    for ops the JSON path) and the rule. Line numbers are checked later, by
+    ``projections.patch.normalize``.
+    """
+    seen: dict[str, bytes] = {}
+    size = 0
+    for key, value in _pairs(fields):
+        name, raw = _as_bytes(key).decode("utf-8", "replace"), _as_bytes(value)
+        size += len(name) + len(raw)
+        if name in seen and name in _KNOWN:
+            raise Rejected(RejectCode.INVALID, f"{name}: given twice; rule: each field once")
+        seen[name] = raw
+    if size > limits.max_patch_bytes:
+        raise Rejected(
+            RejectCode.TOO_LARGE,
+            f"entry: {size} bytes; rule: at most {limits.max_patch_bytes} bytes per patch",
+        )
+    for required in ("doc", "base"):
+        if required not in seen:
+            raise Rejected(
+                RejectCode.INVALID, f"{required}: missing; rule: a patch has doc and base"
+            )
+    doc = _doc(seen["doc"])
+    base_text = _text("base", seen["base"])
+    if not _REVISION.fullmatch(base_text) or int(base_text) > _MAX_REVISION:
+        raise Rejected(
+            RejectCode.INVALID,
+            f"base: {base_text[:40]!r} is not a revision; rule: a decimal integer from 0 to "
+            f"{_MAX_REVISION}, without sign or leading zeros",
+        )
+    if ("ops" in seen) == ("diff" in seen):
+        raise Rejected(
+            RejectCode.INVALID,
+            "ops/diff: "
+            + ("both given" if "ops" in seen else "neither given")
+            + "; rule: a patch has exactly one of ops and diff",
+        )
+    ops = _json("ops", _OPS_DECODER, seen, "ops is a JSON array of op objects")
+    diff = _text("diff", seen["diff"]) if "diff" in seen else None
+    meta = _json("meta", _META_DECODER, seen, "meta is a JSON object")
+    return IngressEntry(
+        doc=doc,
+        base=int(base_text),
+        ops=ops,
+        diff=diff,
+        id=_bounded("id", seen["id"], 128) if "id" in seen else None,
+        author=_bounded("author", seen["author"], 256) if seen.get("author") else None,
+        meta=meta,
+    )
+
+
+def entry_text(fields: Fields) -> dict[str, str]:
+    """The fields as text, for recording a rejected entry; undecodable bytes are replaced."""
+    return {
+        _as_bytes(k).decode("utf-8", "replace"): _as_bytes(v).decode("utf-8", "replace")
+        for k, v in _pairs(fields)
+    }
+
+
+class _Kind(enum.Enum):
+    INT = "int"
+    STR = "str"
+    ENUM = "enum"
+    JSON = "json"
+
+
+@cache
+def _layout(cls: type[msgspec.Struct]) -> tuple[tuple[str, str, _Kind, Any, bool], ...]:
+    out = []
+    for f in msgspec.structs.fields(cls):
+        tp = f.type
+        if get_origin(tp) in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+        if tp is int:
+            kind = _Kind.INT
+        elif tp is str:
+            kind = _Kind.STR
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            kind = _Kind.ENUM
+        else:
+            kind = _Kind.JSON
+        required = f.required
+        out.append((f.name, f.encode_name, kind, tp, required))
+    return tuple(out)
+
+
+def encode_event(event: msgspec.Struct) -> dict[str, str]:
+    """The flat string fields of one of patchlog's own events."""
+    fields: dict[str, str] = {}
+    for name, wire, kind, _tp, _req in _layout(type(event)):
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if kind is _Kind.INT:
+            fields[wire] = str(value)
+        elif kind is _Kind.STR:
+            fields[wire] = value
+        elif kind is _Kind.ENUM:
+            fields[wire] = value.value
+        else:
+            fields[wire] = _JSON.encode(value).decode("utf-8")
+    return fields
+
+
+def decode_event(cls: type[_T], fields: Fields) -> _T:
+    """Decode one of patchlog's own events; raises ``CorruptEntry`` naming the field."""
+    raw = {_as_bytes(k).decode("utf-8", "replace"): _as_bytes(v) for k, v in _pairs(fields)}
+    kwargs: dict[str, Any] = {}
+    for name, wire, kind, tp, required in _layout(cls):
+        if wire not in raw:
+            if required:
+                raise CorruptEntry(f"{cls.__name__}.{wire}: missing")
+            continue
+        value = raw[wire]
+        try:
+            if kind is _Kind.INT:
+                kwargs[name] = int(value)
+            elif kind is _Kind.STR:
+                kwargs[name] = value.decode("utf-8")
+            elif kind is _Kind.ENUM:
+                kwargs[name] = tp(value.decode("utf-8"))
+            else:
+                kwargs[name] = msgspec.json.decode(value, type=tp)
+        except (ValueError, msgspec.MsgspecError) as err:
+            raise CorruptEntry(f"{cls.__name__}.{wire}: {err}") from None
+    return cls(**kwargs)

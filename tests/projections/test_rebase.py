@@ -1,0 +1,181 @@
+"""Rebase: commuting independent patches, conflicts, already-made ops, base checks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from projections.diff import parse_diff, verify
+from projections.patch import Splice, apply, normalize, to_ops
+from projections.rebase import Expect, Later, check_base, map_expectations, rebase
+from streams.errors import Rejected
+from streams.limits import Limits
+from streams.schema import Delete, Insert, RejectCode, Replace
+from tests.strategies import document, independent_splices, line
+
+LIMITS = Limits()
+
+
+def desc(splices: list[Splice]) -> tuple[Splice, ...]:
+    return tuple(sorted(splices, key=lambda s: (s.start, s.end), reverse=True))
+
+
+@st.composite
+def two_independent_patches(
+    draw: st.DrawFn,
+) -> tuple[list[str], tuple[Splice, ...], tuple[Splice, ...]]:
+    """A base and two patches on it whose ops are pairwise independent (maybe shared)."""
+    doc = draw(document)
+    every = draw(independent_splices(len(doc), max_ops=8))
+    assume(len(every) >= 2)
+    in_a = draw(st.lists(st.booleans(), min_size=len(every), max_size=len(every)))
+    a = [s for s, pick in zip(every, in_a, strict=True) if pick]
+    b = [s for s, pick in zip(every, in_a, strict=True) if not pick]
+    assume(a and b)
+    if draw(st.booleans()):
+        b.append(draw(st.sampled_from(a)))  # the same op made by both
+    return doc, desc(a), desc(b)
+
+
+@given(two_independent_patches())
+def test_independent_patches_commute(
+    case: tuple[list[str], tuple[Splice, ...], tuple[Splice, ...]],
+) -> None:
+    """For non-conflicting A and B on one base, A then rebased B equals B then rebased A."""
+    doc, a, b = case
+    a_then_b = apply(apply(doc, a), rebase(b, [Later(rev=1, splices=a)]))
+    b_then_a = apply(apply(doc, b), rebase(a, [Later(rev=1, splices=b)]))
+    assert a_then_b == b_then_a
+
+
+@st.composite
+def conflicting_patches(
+    draw: st.DrawFn,
+) -> tuple[list[str], tuple[Splice, ...], tuple[Splice, ...]]:
+    """A base, a revision A, and a patch B with one op touching an op of A."""
+    doc = draw(document)
+    a = draw(independent_splices(len(doc)).filter(bool))
+    r = draw(st.sampled_from(a))
+    new = tuple(draw(st.lists(line, min_size=1, max_size=3)))
+    if r.start == r.end:
+        options = [Splice(r.start, r.start, new)]
+        if 0 < r.start < len(doc):
+            options.append(Splice(r.start - 1, r.start + 1, new))
+    else:
+        k = draw(st.integers(r.start, r.end - 1))
+        options = [Splice(k, k + 1, new), Splice(r.start, r.end, new)]
+        if r.start + 1 < r.end:
+            options.append(Splice(k + 1, k + 1, new) if k + 1 < r.end else Splice(k, k, new))
+    p = draw(st.sampled_from(options))
+    assume(p != r and not (p.start == p.end == r.start and r.start != r.end))
+    others = draw(independent_splices(len(doc)))
+    b = [p]
+    for s in others:
+        try:
+            normalize_splices([*b, s])
+        except Rejected:
+            continue
+        b.append(s)
+    return doc, desc(a), desc(b)
+
+
+def normalize_splices(splices: list[Splice]) -> None:
+    normalize(to_ops(splices), LIMITS)
+
+
+@given(conflicting_patches())
+def test_a_conflicting_patch_is_rejected_whole(
+    case: tuple[list[str], tuple[Splice, ...], tuple[Splice, ...]],
+) -> None:
+    """A patch touching a line changed after its base is a conflict; nothing of it applies."""
+    doc, a, b = case
+    head = apply(doc, a)
+    snapshot = list(head)
+    with pytest.raises(Rejected) as info:
+        rebase(b, [Later(rev=7, splices=a)])
+    assert info.value.code is RejectCode.CONFLICT
+    assert "by revision 7" in info.value.message
+    assert head == snapshot
+
+
+def test_conflict_message_names_op_line_and_revision() -> None:
+    """The conflict message names the patch's op, the base line and the revision."""
+    revision = normalize([Replace(from_=5, to=6, lines=("x",))], LIMITS)
+    patch = normalize([Delete(from_=4, to=5)], LIMITS)
+    later = [Later(rev=3, splices=()), Later(rev=4, splices=revision)]
+    err = pytest.raises(Rejected, rebase, patch, later).value
+    assert (err.code, err.message) == (
+        RejectCode.CONFLICT,
+        "delete 4..5: line 5 of the base was changed by revision 4 (replace 5..6); "
+        "rule: a rebased op touches no line changed after its base",
+    )
+
+
+def test_two_inserts_at_one_position_conflict() -> None:
+    """Two different inserts at the same position from different revisions conflict."""
+    revision = normalize([Insert(at=2, lines=("x",))], LIMITS)
+    patch = normalize([Insert(at=2, lines=("y",))], LIMITS)
+    err = pytest.raises(Rejected, rebase, patch, [Later(rev=9, splices=revision)]).value
+    assert (err.code, err.message) == (
+        RejectCode.CONFLICT,
+        "insert at 2: line 2 of the base was changed by revision 9 (insert at 2); "
+        "rule: a rebased op touches no line changed after its base",
+    )
+
+
+def test_change_already_made_is_dropped_not_a_conflict() -> None:
+    """An op that a later revision already made, line for line, is dropped (noop)."""
+    revision = normalize([Replace(from_=2, lines=("B",)), Insert(at=1, lines=("0",))], LIMITS)
+    same = normalize([Replace(from_=2, lines=("B",))], LIMITS)
+    assert rebase(same, [Later(rev=2, splices=revision)]) == ()
+    mixed = normalize([Replace(from_=2, lines=("B",)), Delete(from_=3)], LIMITS)
+    assert rebase(mixed, [Later(rev=2, splices=revision)]) == (Splice(3, 4, ()),)
+
+
+def test_rebase_through_several_revisions_shifts_lines() -> None:
+    """Line numbers are carried through every revision between base and head."""
+    base = ["a", "b", "c", "d"]
+    r1 = normalize([Insert(at=1, lines=("x", "y"))], LIMITS)
+    r2 = normalize([Delete(from_=3)], LIMITS)  # deletes "a" in r1's numbering
+    head = apply(apply(base, r1), r2)
+    patch = normalize([Replace(from_=4, lines=("D",))], LIMITS)
+    moved = rebase(patch, [Later(rev=1, splices=r1), Later(rev=2, splices=r2)])
+    assert apply(head, moved) == ["x", "y", "b", "c", "D"]
+
+
+def test_stale_and_base_ahead() -> None:
+    """Strict mode rejects any base but the head; a base ahead of the head is base_ahead."""
+    check_base(4, 4, strict=True)
+    check_base(3, 4, strict=False)
+    err = pytest.raises(Rejected, check_base, 3, 4, strict=True).value
+    assert (err.code, err.message) == (
+        RejectCode.STALE,
+        "base: revision 3 is behind the head 4; "
+        "rule: in strict mode every patch is based on the head",
+    )
+    err = pytest.raises(Rejected, check_base, 6, 4, strict=False).value
+    assert (err.code, err.message) == (
+        RejectCode.BASE_AHEAD,
+        "base: revision 6 does not exist, the head is 4; rule: the base is at most the head",
+    )
+
+
+def test_diff_rebases_with_its_context() -> None:
+    """A diff on an old base applies after untouched edits; changed context is a conflict."""
+    base = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    diff = "--- x\n+++ x\n@@ -5,3 +5,3 @@\n e\n-f\n+F\n g\n"
+    parsed = parse_diff(diff, LIMITS)
+    far = [Later(rev=1, splices=normalize([Insert(at=1, lines=("0",))], LIMITS))]
+    head = apply(base, far[0].splices)
+    expect = map_expectations(parsed.expect, far)
+    assert expect[0] == Expect(5, "e")
+    verify(expect, head)
+    assert apply(head, rebase(parsed.splices, far)) == ["0", "a", "b", "c", "d", "e", "F", "g", "h"]
+    near = [Later(rev=2, splices=normalize([Replace(from_=7, lines=("G",))], LIMITS))]
+    err = pytest.raises(Rejected, map_expectations, parsed.expect, near).value
+    assert (err.code, err.message) == (
+        RejectCode.CONFLICT,
+        "diff context: line 7 of the base was changed by revision 2 (replace 7..7); "
+        "rule: a rebased context line touches no line changed after its base",
+    )

@@ -1,0 +1,236 @@
+"""Decoding ingress entries at the edge, and patchlog's own events both ways."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.codec import decode_event, decode_ingress, encode_event, entry_text
+from streams.errors import CorruptEntry, Rejected
+from streams.limits import Limits
+from streams.schema import (
+    Delete,
+    Insert,
+    Outcome,
+    OutcomeStatus,
+    RejectCode,
+    Replace,
+    Revision,
+    ingress_json_schema,
+)
+
+LIMITS = Limits()
+OPS = b'[{"op":"replace","from":2,"lines":["x"]},{"op":"delete","from":4,"to":5}]'
+
+
+def fields(**overrides: bytes | None) -> dict[bytes, bytes]:
+    out = {b"doc": b"notes/todo.md", b"base": b"3", b"ops": OPS}
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key.encode(), None)
+        else:
+            out[key.encode()] = value
+    return out
+
+
+def rejected(entry: object, limits: Limits = LIMITS) -> tuple[RejectCode, str]:
+    with pytest.raises(Rejected) as info:
+        decode_ingress(entry, limits)  # type: ignore[arg-type]
+    return info.value.code, info.value.message
+
+
+def test_a_valid_entry_decodes_to_typed_values() -> None:
+    """A well-formed entry becomes an IngressEntry; unknown fields are ignored."""
+    entry = decode_ingress(
+        fields(id=b"agent-7:42", author=b"agent-7", meta=b'{"run":1}', extra=b"future"), LIMITS
+    )
+    assert entry.doc == "notes/todo.md"
+    assert entry.base == 3
+    assert entry.ops == (Replace(from_=2, lines=("x",)), Delete(from_=4, to=5))
+    assert (entry.id, entry.author, entry.meta) == ("agent-7:42", "agent-7", {"run": 1})
+
+
+def test_str_fields_and_raw_pairs_are_accepted() -> None:
+    """Fields may come decoded (str) or as the raw (name, value) pairs of a reply."""
+    entry = decode_ingress({"doc": "d", "base": "0", "diff": "@@ -0,0 +1 @@\n+x\n"}, LIMITS)
+    assert entry.diff == "@@ -0,0 +1 @@\n+x\n"
+    assert decode_ingress(list(fields().items()), LIMITS).base == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "code", "message"),
+    [
+        (fields(doc=None), RejectCode.INVALID, "doc: missing; rule: a patch has doc and base"),
+        (fields(base=None), RejectCode.INVALID, "base: missing; rule: a patch has doc and base"),
+        (
+            fields(base=b"-1"),
+            RejectCode.INVALID,
+            "base: '-1' is not a revision; rule: a decimal integer from 0 to "
+            "9007199254740991, without sign or leading zeros",
+        ),
+        (
+            fields(base=b"1.0"),
+            RejectCode.INVALID,
+            "base: '1.0' is not a revision; rule: a decimal integer from 0 to "
+            "9007199254740991, without sign or leading zeros",
+        ),
+        (
+            fields(ops=None),
+            RejectCode.INVALID,
+            "ops/diff: neither given; rule: a patch has exactly one of ops and diff",
+        ),
+        (
+            fields(diff=b"@@"),
+            RejectCode.INVALID,
+            "ops/diff: both given; rule: a patch has exactly one of ops and diff",
+        ),
+        (
+            fields(ops=b'[{"op":"insert","at":"1","lines":["a"]}]'),
+            RejectCode.INVALID,
+            "ops[0].at: expected int, got str; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b'[{"op":"delete","from":true}]'),
+            RejectCode.INVALID,
+            "ops[0].from: expected int, got bool; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b'[{"op":"delete","from":1.0}]'),
+            RejectCode.INVALID,
+            "ops[0].from: expected int, got float; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b'[{"op":"delete","from":1,"line":3}]'),
+            RejectCode.INVALID,
+            "ops[0]: object contains unknown field line; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b'[{"op":"move","from":1}]'),
+            RejectCode.INVALID,
+            "ops[0].op: invalid value 'move'; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b'[{"from":1}]'),
+            RejectCode.INVALID,
+            "ops[0]: object missing required field op; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b"[{"),
+            RejectCode.INVALID,
+            "ops: input data was truncated; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(ops=b"null"),
+            RejectCode.INVALID,
+            "ops: expected array, got null; rule: ops is a JSON array of op objects",
+        ),
+        (
+            fields(meta=b"[1]"),
+            RejectCode.INVALID,
+            "meta: expected object, got array; rule: meta is a JSON object",
+        ),
+        (
+            fields(doc=b"caf\xe9"),
+            RejectCode.INVALID,
+            "doc: byte 3 is not valid UTF-8; rule: fields are UTF-8 text",
+        ),
+        (
+            fields(doc=b"a/../b"),
+            RejectCode.INVALID,
+            "doc: 'a/../b' is not a relative path; rule: '/'-separated names, none empty, "
+            "'.' or '..', no surrounding spaces",
+        ),
+        (
+            fields(doc=b"a\tb"),
+            RejectCode.INVALID,
+            "doc: control character; rule: printable text",
+        ),
+        (
+            fields(id=b"x" * 129),
+            RejectCode.INVALID,
+            "id: 129 bytes; rule: between 1 and 128 UTF-8 bytes",
+        ),
+        (
+            [(b"doc", b"a"), (b"base", b"0"), (b"doc", b"b"), (b"ops", OPS)],
+            RejectCode.INVALID,
+            "doc: given twice; rule: each field once",
+        ),
+        (
+            fields(ops=b"[" + b'{"op":"delete","from":1},' * 200_000 + b"]"),
+            RejectCode.TOO_LARGE,
+            "entry: 5000026 bytes; rule: at most 4194304 bytes per patch",
+        ),
+    ],
+)
+def test_bad_entries_are_rejected_naming_field_and_rule(
+    entry: object, code: RejectCode, message: str
+) -> None:
+    """Every malformed field is a rejection with its code; the message names the field."""
+    assert rejected(entry) == (code, message)
+
+
+def test_line_numbers_past_2_53_are_carried_exactly_to_the_bounds_check() -> None:
+    """Huge JSON integers decode exactly (no float rounding) so bounds can reject them."""
+    entry = decode_ingress(fields(ops=b'[{"op":"delete","from":9007199254740993}]'), LIMITS)
+    assert entry.ops == (Delete(from_=2**53 + 1),)
+
+
+def test_entry_text_keeps_undecodable_bytes_visible() -> None:
+    """A rejected entry is recorded as text even when its bytes are not UTF-8."""
+    assert entry_text({b"doc": b"\xff"}) == {"doc": "\ufffd"}
+
+
+@given(
+    st.builds(
+        Revision,
+        doc=st.text(min_size=1),
+        rev=st.integers(1, 2**53),
+        id=st.text(min_size=1),
+        base=st.integers(0, 2**53),
+        ops=st.lists(
+            st.one_of(
+                st.builds(
+                    Insert, at=st.integers(1), lines=st.lists(st.text(), min_size=1).map(tuple)
+                ),
+                st.builds(Delete, from_=st.integers(1), to=st.integers(1)),
+            ),
+            max_size=3,
+        ).map(tuple),
+        lines=st.integers(0),
+        hash=st.text(),
+        prev=st.text(),
+        author=st.text(),
+        src=st.text(),
+        at=st.integers(0),
+    )
+)
+def test_revision_events_round_trip(revision: Revision) -> None:
+    """A revision encoded to stream fields decodes to the same value."""
+    assert decode_event(Revision, encode_event(revision)) == revision
+
+
+def test_outcome_fields_use_wire_names_and_leave_out_none() -> None:
+    """Outcomes encode enums by value and omit absent fields."""
+    outcome = Outcome(id="p1", doc="d", status=OutcomeStatus.COMMITTED, rev=4, src="1-1", at=5)
+    encoded = encode_event(outcome)
+    assert encoded == {
+        "id": "p1",
+        "doc": "d",
+        "status": "committed",
+        "rev": "4",
+        "src": "1-1",
+        "at": "5",
+    }
+    assert decode_event(Outcome, encoded) == outcome
+    with pytest.raises(CorruptEntry, match=r"Outcome.rev: "):
+        decode_event(Outcome, {**encoded, "rev": "four"})
+
+
+def test_committed_json_schema_is_up_to_date() -> None:
+    """schema/ingress.schema.json matches the wire structs (run scripts/gen-schema)."""
+    path = Path(__file__).resolve().parents[2] / "schema" / "ingress.schema.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(ingress_json_schema()))

@@ -9,6 +9,7 @@ decimal, enums by value, anything structured as JSON; ``None`` fields are left o
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,15 @@ from streams.errors import CorruptEntry, Rejected
 from streams.limits import Limits
 from streams.schema import IngressEntry, Op, RejectCode
 
-__all__ = ["Fields", "decode_event", "decode_ingress", "encode_event", "entry_text"]
+__all__ = [
+    "Fields",
+    "decode_event",
+    "decode_ingress",
+    "encode_event",
+    "entry_text",
+    "id_reuse",
+    "payload_digest",
+]
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Iterable[tuple[bytes | str, bytes | str]]
 """A stream entry's fields: a mapping, or the raw (name, value) pairs of the reply."""
@@ -233,3 +242,25 @@ def decode_event(cls: type[_T], fields: Fields) -> _T:
         except (ValueError, msgspec.MsgspecError) as err:
             raise CorruptEntry(f"{cls.__name__}.{wire}: {err}") from None
     return cls(**kwargs)
+
+
+_DIGEST_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def payload_digest(entry: IngressEntry) -> str:
+    """sha256 hex identifying what a patch does: doc, base, ops or diff, and author.
+
+    Ops are compared after decoding, so JSON key order and spacing do not matter;
+    ``meta`` is left out, so that a retry may carry, say, a new timestamp there.
+    """
+    canonical = (entry.doc, entry.base, entry.ops, entry.diff, entry.author)
+    return hashlib.sha256(_DIGEST_ENCODER.encode(canonical)).hexdigest()
+
+
+def id_reuse(patch_id: str, first: str) -> Rejected:
+    """The ``id_reuse`` rejection for ``patch_id``, first used by ingress entry ``first``."""
+    return Rejected(
+        RejectCode.ID_REUSE,
+        f"id: {patch_id!r} was first used by entry {first} for a different payload; "
+        "rule: one id names one payload (doc, base, ops or diff, author)",
+    )

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import decode_event, decode_ingress, encode_event, entry_text
+from streams.codec import (
+    decode_event,
+    decode_ingress,
+    encode_event,
+    entry_text,
+    id_reuse,
+    payload_digest,
+)
 from streams.errors import CorruptEntry, Rejected
 from streams.limits import Limits
 from streams.schema import (
@@ -234,3 +241,23 @@ def test_committed_json_schema_is_up_to_date() -> None:
     """schema/ingress.schema.json matches the wire structs (run scripts/gen-schema)."""
     path = Path(__file__).resolve().parents[2] / "schema" / "ingress.schema.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(ingress_json_schema()))
+
+
+def test_payload_digest_ignores_json_spelling_and_meta_but_not_the_change() -> None:
+    """The same patch spelled differently digests equal; another change does not."""
+    spaced = b'[ {"lines":["x"], "from":2, "op":"replace"}, {"to":5,"op":"delete","from":4} ]'
+    one = decode_ingress(fields(meta=b'{"try":1}'), LIMITS)
+    same = decode_ingress(fields(ops=spaced, meta=b'{"try":2}'), LIMITS)
+    other = decode_ingress(fields(base=b"4"), LIMITS)
+    assert payload_digest(one) == payload_digest(same)
+    assert payload_digest(one) != payload_digest(other)
+
+
+def test_id_reuse_rejection_names_id_first_entry_and_rule() -> None:
+    """Reusing a patch id for a different payload is id_reuse, naming the first entry."""
+    err = id_reuse("agent-7:42", "1700000000000-0")
+    assert (err.code, err.message) == (
+        RejectCode.ID_REUSE,
+        "id: 'agent-7:42' was first used by entry 1700000000000-0 for a different payload; "
+        "rule: one id names one payload (doc, base, ops or diff, author)",
+    )

@@ -1,0 +1,104 @@
+"""Hostile input never crashes the pure path: every failure is a Rejected with a code."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections.diff import check_length, parse_diff, verify
+from projections.patch import apply, check_bounds, effective, normalize
+from streams.codec import decode_ingress
+from streams.errors import Rejected
+from streams.limits import Limits
+from streams.schema import RejectCode
+
+LIMITS = Limits(max_doc_lines=1000)
+DOC = [f"line {i}" for i in range(20)]
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+op_like = st.fixed_dictionaries(
+    {"op": st.sampled_from(["insert", "replace", "delete", "move", 1])},
+    optional={
+        "at": json_values | st.integers(-3, 25),
+        "from": json_values | st.integers(-3, 25),
+        "to": json_values | st.integers(-3, 25),
+        "lines": st.lists(st.text(max_size=4), max_size=3) | json_values,
+    },
+)
+field_value = st.binary(max_size=40) | st.text(max_size=40).map(str.encode)
+
+
+def run_pure_path(fields: dict[bytes, bytes]) -> list[str]:
+    entry = decode_ingress(fields, LIMITS)
+    if entry.ops is not None:
+        splices = normalize(entry.ops, LIMITS)
+    else:
+        assert entry.diff is not None
+        parsed = parse_diff(entry.diff, LIMITS)
+        check_length(parsed, len(DOC))
+        verify(parsed.expect, DOC)
+        splices = parsed.splices
+    check_bounds(splices, len(DOC))
+    return apply(DOC, effective(DOC, splices), LIMITS)
+
+
+def outcome(fields: dict[bytes, bytes]) -> Rejected | list[str]:
+    """The new content, or the rejection; any other exception fails the test."""
+    try:
+        return run_pure_path(fields)
+    except Rejected as err:
+        return err
+
+
+def assert_well_formed(result: Rejected | list[str]) -> None:
+    if isinstance(result, Rejected):
+        assert isinstance(result.code, RejectCode)
+        assert result.message
+    else:
+        assert all("\n" not in line and "\r" not in line for line in result)
+
+
+@given(
+    st.dictionaries(st.sampled_from([b"doc", b"base", b"ops", b"diff", b"id", b"x"]), field_value)
+)
+def test_random_fields_only_ever_reject(fields: dict[bytes, bytes]) -> None:
+    """Arbitrary bytes in any field end as a Rejected, never another exception."""
+    assert_well_formed(outcome(fields))
+
+
+@given(st.lists(op_like, max_size=5) | json_values, st.sampled_from([b"0", b"3", b"-1", b"x"]))
+def test_random_ops_json_only_ever_reject(ops: object, base: bytes) -> None:
+    """Arbitrary JSON in ops (wrong types, huge ints, unknown ops) is rejected, never raised."""
+    fields = {b"doc": b"d", b"base": base, b"ops": json.dumps(ops).encode()}
+    assert_well_formed(outcome(fields))
+
+
+diff_rows = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["--- a", "+++ b", "@@ -1,2 +1,2 @@", "@@ -0,0 +1 @@", "\\ No newline", ""]
+        ),
+        st.builds(
+            lambda t, s: t + s, st.sampled_from([" ", "-", "+", "@@ -", "@"]), st.text(max_size=6)
+        ),
+    ),
+    max_size=12,
+)
+
+
+@given(diff_rows)
+def test_random_diffs_only_ever_reject(rows: list[str]) -> None:
+    """Arbitrary diff-like text is parsed or rejected, never crashes."""
+    assert_well_formed(outcome({b"doc": b"d", b"base": b"1", b"diff": "\n".join(rows).encode()}))

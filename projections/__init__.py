@@ -6,13 +6,14 @@ from projections.patch import (
     Splice,
     apply,
     check_bounds,
+    check_line,
     check_lines,
     describe,
     effective,
     normalize,
     to_ops,
 )
-from projections.rebase import Expect, Later, check_base, map_expectations, rebase
+from projections.rebase import Expect, Later, check_base, map_expectations, rebase, rebase_diff
 
 __all__ = [
     "EMPTY_HASH",
@@ -24,6 +25,7 @@ __all__ = [
     "check_base",
     "check_bounds",
     "check_length",
+    "check_line",
     "check_lines",
     "content_bytes",
     "content_hash",
@@ -33,6 +35,7 @@ __all__ = [
     "normalize",
     "parse_diff",
     "rebase",
+    "rebase_diff",
     "render_diff",
     "split_lines",
     "to_ops",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from projections.patch import Splice, check_lines
+from projections.patch import Splice, check_line
 from projections.rebase import Expect
 from streams.errors import Rejected
 from streams.limits import Limits
@@ -23,7 +23,8 @@ from streams.schema import RejectCode
 
 __all__ = ["ParsedDiff", "check_length", "parse_diff", "render_diff", "verify"]
 
-_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_NUM = "([0-9]{1,18})"
+_HUNK = re.compile(rf"@@ -{_NUM}(?:,{_NUM})? \+{_NUM}(?:,{_NUM})? @@")
 # Lines git and GNU diff print before the first hunk of a file.
 _HEADER_PREFIXES = (
     "diff ",
@@ -40,8 +41,9 @@ _HEADER_PREFIXES = (
     "rename to ",
     "copy from ",
     "copy to ",
-    "Only in ",
 )
+# `diff -N` marks a missing file with the epoch as its timestamp.
+_EPOCH = re.compile(r"\t1970-01-01 00:00:00(\.0+)? \+0000$")
 _SHOWN = 60
 
 
@@ -53,6 +55,10 @@ class ParsedDiff(msgspec.Struct, frozen=True, array_like=True):
     base_lines: int | None = None
     """Exact line count the base must have: 0 for a new-file diff, the removed count for
     a deleted-file diff, otherwise unknown (``None``)."""
+    needs: int = 0
+    """Least line count the base must have for every hunk to fall inside it."""
+    needs_hunk: str = ""
+    """The hunk that sets ``needs``, for the message."""
 
 
 def _shown(text: str) -> str:
@@ -73,11 +79,14 @@ def _headers(rows: list[str]) -> tuple[int, bool, bool]:
             raise _invalid(i + 1, "binary diff; rule: documents are text")
         if not row.startswith(_HEADER_PREFIXES):
             raise _invalid(i + 1, f"{_shown(row)} is not a diff header; rule: one unified diff")
-        new_file |= row.startswith(("new file mode ", "--- /dev/null"))
-        deleted_file |= row.startswith(("deleted file mode ", "+++ /dev/null"))
+        epoch = _EPOCH.search(row) is not None
+        new_file |= row.startswith(("new file mode ", "--- /dev/null")) or (
+            epoch and row.startswith("--- ")
+        )
+        deleted_file |= row.startswith(("deleted file mode ", "+++ /dev/null")) or (
+            epoch and row.startswith("+++ ")
+        )
         i += 1
-    if i == len(rows):
-        raise Rejected(RejectCode.INVALID, "diff: no hunk found; rule: a diff holds a hunk (@@)")
     return i, new_file, deleted_file
 
 
@@ -92,25 +101,28 @@ class _Hunks:
         self.floor = 0  # first base index the next hunk may touch
         self.removed = 0
         self.count = 0
+        self.needs = 0
+        self.needs_hunk = ""
 
-    def read(self, i: int) -> int:
-        """Read the hunk whose header is row ``i``; return the row after it."""
-        rows = self.rows
-        match = _HUNK.match(rows[i])
+    def _header(self, i: int) -> tuple[str, int, int, int]:
+        """Check hunk header row ``i``; return its name, first base index and counts."""
+        match = _HUNK.match(self.rows[i])
         if match is None:
-            if rows[i].startswith(("diff ", "--- ", "+++ ", "index ")):
+            if self.rows[i].startswith(("diff ", "--- ", "+++ ", "index ")):
                 raise _invalid(i + 1, "a second file; rule: a patch's diff holds one file")
-            raise _invalid(i + 1, f"{_shown(rows[i])} is not a hunk header; rule: @@ -a,b +c,d @@")
+            raise _invalid(
+                i + 1, f"{_shown(self.rows[i])} is not a hunk header; rule: @@ -a,b +c,d @@"
+            )
         self.count += 1
         where = f"hunk {self.count} ({match.group(0)})"
         old_start = int(match.group(1))
         old_len = 1 if match.group(2) is None else int(match.group(2))
         new_len = 1 if match.group(4) is None else int(match.group(4))
         ceiling = self.limits.max_doc_lines
-        if old_start > ceiling + 1 or old_len > ceiling:
+        if old_start + old_len > ceiling + 1 or new_len > ceiling:
             raise Rejected(
                 RejectCode.BOUNDS,
-                f"diff line {i + 1}: {where} reaches past line {ceiling + 1}; "
+                f"diff line {i + 1}: {where} reaches past line {ceiling}; "
                 f"rule: at most {ceiling} lines per document",
             )
         if old_len > 0 and old_start == 0:
@@ -120,6 +132,14 @@ class _Hunks:
             raise _invalid(
                 i + 1, f"{where} overlaps or precedes the hunk before; rule: hunks ascend"
             )
+        if pos + old_len > self.needs:
+            self.needs, self.needs_hunk = pos + old_len, where
+        return where, pos, old_len, new_len
+
+    def read(self, i: int) -> int:
+        """Read the hunk whose header is row ``i``; return the row after it."""
+        rows = self.rows
+        where, pos, old_len, new_len = self._header(i)
         i += 1
         old_seen = new_seen = 0
         run_start, removed, added = -1, 0, list[str]()
@@ -133,16 +153,17 @@ class _Hunks:
             row = rows[i]
             tag, body = (row[0], row[1:]) if row else (" ", "")
             if tag == " " and old_seen < old_len and new_seen < new_len:
-                self._close(where, run_start, removed, added)
+                self._close(run_start, removed, added)
                 run_start, removed, added = -1, 0, []
                 self.expect.append(Expect(pos, body))
                 pos, old_seen, new_seen = pos + 1, old_seen + 1, new_seen + 1
             elif tag == "-" and old_seen < old_len:
                 run_start = pos if run_start < 0 else run_start
-                self.expect.append(Expect(pos, body))
+                self.expect.append(Expect(pos, body, removed=True))
                 pos, old_seen, removed = pos + 1, old_seen + 1, removed + 1
             elif tag == "+" and new_seen < new_len:
                 run_start = pos if run_start < 0 else run_start
+                check_line(body, f"diff line {i + 1} ({where})", self.limits)
                 added.append(body)
                 new_seen += 1
             elif tag != "\\":
@@ -153,16 +174,21 @@ class _Hunks:
                     "rule: context ' ', removed '-', added '+'",
                 )
             i += 1
-        self._close(where, run_start, removed, added)
+        self._close(run_start, removed, added)
         self.floor = pos
         while i < len(rows) and rows[i].startswith("\\"):
             i += 1
         return i
 
-    def _close(self, where: str, start: int, removed: int, added: list[str]) -> None:
+    def _close(self, start: int, removed: int, added: list[str]) -> None:
         if start < 0:
             return
-        check_lines(added, where, self.limits)
+        last = self.splices[-1] if self.splices else None
+        if last is not None and removed == 0 and last.start == last.end == start:
+            # -U0 hunks can add at the position where the hunk before added: one insert,
+            # in the diff's order, keeps the patch's ops independent.
+            self.splices[-1] = Splice(start, start, last.lines + tuple(added))
+            return
         self.splices.append(Splice(start, start + removed, tuple(added)))
         self.removed += removed
         if len(self.splices) > self.limits.max_ops:
@@ -173,34 +199,52 @@ class _Hunks:
             )
 
 
+def _trailer(rows: list[str], i: int) -> bool:
+    """Whether rows from ``i`` on are only blank lines or a ``-- `` mail signature."""
+    if rows[i] == "-- ":
+        return True
+    return all(not row.strip() for row in rows[i:])
+
+
 def parse_diff(text: str, limits: Limits) -> ParsedDiff:
     """Parse the unified diff of one file into splices and expectations.
 
-    Raises ``Rejected``: ``invalid`` for text that is not a unified diff of one file
-    (naming the diff's line and the rule), ``bounds`` for a hunk past
-    ``limits.max_doc_lines``, ``too_large`` for more changes than ``limits.max_ops`` or
-    a line over ``limits.max_line_bytes``.
+    CRLF line ends are read as LF (documents never hold CR). Raises ``Rejected``:
+    ``invalid`` for text that is not a unified diff of one file (naming the diff's line
+    and the rule), ``bounds`` for a hunk past ``limits.max_doc_lines``, ``too_large`` for
+    more changes than ``limits.max_ops`` or a line over ``limits.max_line_bytes``.
     """
-    rows = text.split("\n")
+    rows = [row[:-1] if row.endswith("\r") else row for row in text.split("\n")]
     if rows and rows[-1] == "":
         rows.pop()
     i, new_file, deleted_file = _headers(rows)
+    if i == len(rows) and not new_file:
+        raise Rejected(RejectCode.INVALID, "diff: no hunk found; rule: a diff holds a hunk (@@)")
     hunks = _Hunks(rows, limits)
     while i < len(rows):
+        if hunks.count and _trailer(rows, i):
+            break
         i = hunks.read(i)
-    if not hunks.splices:
+    if not hunks.splices and hunks.count:
         raise Rejected(
             RejectCode.INVALID, "diff: hunks change nothing; rule: a patch changes lines"
         )
     base_lines = 0 if new_file else hunks.removed if deleted_file else None
-    return ParsedDiff(tuple(reversed(hunks.splices)), tuple(hunks.expect), base_lines)
+    return ParsedDiff(
+        tuple(reversed(hunks.splices)),
+        tuple(hunks.expect),
+        base_lines,
+        hunks.needs,
+        hunks.needs_hunk,
+    )
 
 
 def check_length(parsed: ParsedDiff, base_len: int) -> None:
-    """Check a new-file or deleted-file diff against the length of its base.
+    """Check a diff against the length of its base.
 
-    Raises ``Rejected`` (``diff_mismatch``) if a new-file diff has a non-empty base or a
-    deleted-file diff does not remove every line of the base.
+    Raises ``Rejected`` (``diff_mismatch``) if a new-file diff has a non-empty base, a
+    deleted-file diff does not remove every line of the base, or a hunk lies past the
+    base's end.
     """
     if parsed.base_lines is not None and parsed.base_lines != base_len:
         kind = "creates the file" if parsed.base_lines == 0 else "deletes the file"
@@ -208,6 +252,12 @@ def check_length(parsed: ParsedDiff, base_len: int) -> None:
             RejectCode.DIFF_MISMATCH,
             f"diff {kind}: expected a base of {parsed.base_lines} lines, found {base_len}; "
             "rule: the diff matches its base",
+        )
+    if parsed.needs > base_len:
+        raise Rejected(
+            RejectCode.DIFF_MISMATCH,
+            f"diff {parsed.needs_hunk}: needs a base of at least {parsed.needs} lines, "
+            f"found {base_len}; rule: the diff matches its base",
         )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Splice",
     "apply",
     "check_bounds",
+    "check_line",
     "check_lines",
     "describe",
     "effective",
@@ -59,36 +60,38 @@ def to_ops(splices: Iterable[Splice]) -> tuple[Op, ...]:
     return tuple(ops)
 
 
-def check_lines(lines: Sequence[str], where: str, limits: Limits) -> None:
-    """Check that every line is text patchlog can store.
+def check_line(line: str, where: str, limits: Limits) -> None:
+    """Check that one line is text patchlog can store.
 
-    Raises ``Rejected`` (``invalid``) for a LF, CR or NUL inside a line or a lone
+    Raises ``Rejected`` (``invalid``) for a LF, CR or NUL inside the line or a lone
     surrogate, and (``too_large``) for a line over ``limits.max_line_bytes`` UTF-8 bytes.
-    ``where`` names the op in the message.
+    ``where`` names the line in the message.
     """
+    if "\n" in line or "\r" in line or "\x00" in line:
+        bad = "LF" if "\n" in line else "CR" if "\r" in line else "NUL"
+        raise Rejected(
+            RejectCode.INVALID, f"{where} contains {bad}; rule: a line holds no LF, CR or NUL"
+        )
     cap = limits.max_line_bytes
-    for n, line in enumerate(lines):
-        if "\n" in line or "\r" in line or "\x00" in line:
-            bad = "LF" if "\n" in line else "CR" if "\r" in line else "NUL"
+    # 4 bytes per code point at most: only long or non-ASCII lines pay for the encode.
+    if len(line) * 4 > cap or not line.isascii():
+        try:
+            size = len(line.encode("utf-8"))
+        except UnicodeEncodeError:
             raise Rejected(
                 RejectCode.INVALID,
-                f"{where}: lines[{n}] contains {bad}; rule: a line holds no LF, CR or NUL",
+                f"{where} is not valid UTF-8 (lone surrogate); rule: lines are UTF-8 text",
+            ) from None
+        if size > cap:
+            raise Rejected(
+                RejectCode.TOO_LARGE, f"{where} is {size} bytes; rule: at most {cap} bytes per line"
             )
-        # 4 bytes per code point at most: only long lines pay for the encode.
-        if len(line) * 4 > cap or not line.isascii():
-            try:
-                size = len(line.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise Rejected(
-                    RejectCode.INVALID,
-                    f"{where}: lines[{n}] is not valid UTF-8 (lone surrogate); "
-                    "rule: lines are UTF-8 text",
-                ) from None
-            if size > cap:
-                raise Rejected(
-                    RejectCode.TOO_LARGE,
-                    f"{where}: lines[{n}] is {size} bytes; rule: at most {cap} bytes per line",
-                )
+
+
+def check_lines(lines: Sequence[str], where: str, limits: Limits) -> None:
+    """``check_line`` for each of an op's lines, named ``{where}: lines[n]``."""
+    for n, line in enumerate(lines):
+        check_line(line, f"{where}: lines[{n}]", limits)
 
 
 def _line_no(value: int, field: str, where: str, limits: Limits) -> int:
@@ -187,7 +190,9 @@ def check_bounds(splices: Sequence[Splice], length: int) -> None:
 def effective(base: Sequence[str], splices: Sequence[Splice]) -> tuple[Splice, ...]:
     """The splices that change ``base``: a replace by identical lines is dropped.
 
-    An empty result means the patch is a ``noop``. Splices must be within bounds.
+    An empty result means the patch is a ``noop``, but not every noop is empty here
+    (``delete 2`` plus re-inserting the same line is one): compare ``apply``'s result
+    with the base for the final word. Splices must be within bounds.
     """
     kept: list[Splice] = []
     for s in splices:

@@ -17,7 +17,7 @@ from projections.patch import Splice, describe
 from streams.errors import Rejected
 from streams.schema import RejectCode
 
-__all__ = ["Expect", "Later", "check_base", "map_expectations", "rebase"]
+__all__ = ["Expect", "Later", "check_base", "map_expectations", "rebase", "rebase_diff"]
 
 
 class Later(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -33,6 +33,8 @@ class Expect(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     line: int
     text: str
+    removed: bool = False
+    """A line the diff removes (inside one of its splices), not a context line."""
 
 
 def check_base(base: int, head: int, *, strict: bool) -> None:
@@ -119,4 +121,38 @@ def map_expectations(expect: Sequence[Expect], later: Sequence[Later]) -> tuple[
     tracked = [(Splice(e.line, e.line + 1, (e.text,)),) * 2 for e in expect]
     for rev in later:
         tracked = _through(tracked, rev, drop_made=False, what="context line")
-    return tuple(Expect(s.start, s.lines[0]) for s, _ in tracked)
+    return tuple(
+        Expect(s.start, s.lines[0], e.removed) for (s, _), e in zip(tracked, expect, strict=True)
+    )
+
+
+def rebase_diff(
+    splices: Sequence[Splice], expect: Sequence[Expect], later: Sequence[Later]
+) -> tuple[tuple[Splice, ...], tuple[Expect, ...]]:
+    """Rebase a parsed diff: its splices as ``rebase`` does, and its expectations along.
+
+    A removed line goes with its splice: dropped when a revision already made that
+    splice, carried by the splice's shift otherwise. Context lines are carried by
+    ``map_expectations``. Raises ``Rejected`` (``conflict``) for an op first, then for
+    context.
+    """
+    tracked = [(s, s) for s in reversed(splices)]
+    for rev in later:
+        tracked = _through(tracked, rev, drop_made=True, what="op")
+    moved = {original: current for current, original in tracked}
+    ascending = list(reversed(splices))
+    carried: list[Expect] = []
+    context: list[Expect] = []
+    k = 0
+    for e in expect:
+        if not e.removed:
+            context.append(e)
+            continue
+        while ascending[k].end <= e.line:
+            k += 1
+        home = ascending[k]
+        if home in moved:
+            carried.append(Expect(moved[home].start + e.line - home.start, e.text, removed=True))
+    carried.extend(map_expectations(context, later))
+    carried.sort(key=lambda e: e.line)
+    return tuple(s for s, _ in reversed(tracked)), tuple(carried)

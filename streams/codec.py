@@ -39,7 +39,8 @@ _OPS_DECODER = msgspec.json.Decoder(tuple[Op, ...])
 _META_DECODER = msgspec.json.Decoder(dict[str, Any])
 _JSON = msgspec.json.Encoder()
 _REVISION = re.compile(r"0|[1-9][0-9]{0,15}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL, C1 and the bidirectional overrides (which make a name read differently).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _PATH_ERROR = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
 _MAX_REVISION = 2**53 - 1
 _T = TypeVar("_T", bound=msgspec.Struct)
@@ -48,7 +49,9 @@ _KNOWN = frozenset({"doc", "base", "ops", "diff", "id", "author", "meta"})
 
 
 def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    # surrogatepass: a lone surrogate in a str becomes bytes that fail UTF-8 decoding
+    # later, with a clear rejection, instead of raising here.
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
 
 
 def _pairs(fields: Fields) -> Iterable[tuple[bytes | str, bytes | str]]:
@@ -81,11 +84,11 @@ def _bounded(name: str, raw: bytes, most: int) -> str:
 
 def _doc(raw: bytes) -> str:
     doc = _bounded("doc", raw, 256)
-    if doc != doc.strip() or any(part in ("", ".", "..") for part in doc.split("/")):
+    if doc != doc.strip() or "\\" in doc or any(part in ("", ".", "..") for part in doc.split("/")):
         raise Rejected(
             RejectCode.INVALID,
             f"doc: {doc!r} is not a relative path; rule: '/'-separated names, none empty, "
-            "'.' or '..', no surrounding spaces",
+            "'.' or '..', no backslash, no surrounding spaces",
         )
     return doc
 
@@ -94,7 +97,9 @@ def _validation_message(field: str, err: msgspec.MsgspecError) -> str:
     match = _PATH_ERROR.match(str(err))
     text, path = (match.group(1), match.group(2)) if match else (str(err), None)
     text = text.replace("`", "")
-    return f"{field}{path or ''}: {text[:1].lower()}{text[1:]}"
+    if text[1:2].islower():  # "Expected ..." reads better lowercased; "JSON ..." does not
+        text = text[:1].lower() + text[1:]
+    return f"{field}{path or ''}: {text}"
 
 
 def _json(
@@ -107,6 +112,16 @@ def _json(
     except msgspec.MsgspecError as err:
         raise Rejected(
             RejectCode.INVALID, f"{_validation_message(name, err)}; rule: {rule}"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise Rejected(
+            RejectCode.INVALID,
+            f"{name}: byte {err.start} of a JSON string is not valid UTF-8; "
+            "rule: fields are UTF-8 text",
+        ) from None
+    except RecursionError:
+        raise Rejected(
+            RejectCode.INVALID, f"{name}: JSON nested too deeply; rule: {rule}"
         ) from None
 
 

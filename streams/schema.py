@@ -88,13 +88,18 @@ class Insert(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="inser
 
 
 class Replace(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="replace", tag_field="op"
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag="replace",
+    tag_field="op",
 ):
     """Replace lines ``from..to`` (inclusive; ``to`` defaults to ``from``) with ``lines``."""
 
     from_: _LineNo = msgspec.field(name="from")
     to: _LineNo | None = None
-    lines: _Lines = ()
+    lines: _Lines
 
 
 class Delete(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="delete", tag_field="op"):

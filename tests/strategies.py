@@ -9,7 +9,9 @@ from streams.schema import Delete, Insert, Op, Replace
 
 # A small alphabet makes equal lines likely, which is where diffs and rebases get
 # interesting; the multibyte and odd characters cover the encoding edges.
-_ALPHABET = st.sampled_from(["a", "b", " ", "\t", "é", "漢", "🙂", "\u200b", "\ufeff", "\\", "+"])
+_ALPHABET = st.sampled_from(
+    ["a", "b", " ", "\t", "é", "漢", "🙂", "\u200b", "\ufeff", "\\", "+", "-", "@"]
+)
 line = st.text(_ALPHABET, max_size=4)
 document = st.lists(line, max_size=30)
 

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 
 from projections.content import content_bytes, split_lines
 from projections.diff import check_length, parse_diff, render_diff, verify
-from projections.patch import apply
+from projections.patch import Splice, apply
 from streams.errors import Rejected
 from streams.limits import Limits
 from streams.schema import RejectCode
@@ -143,7 +143,14 @@ def test_diff_mismatch_names_first_divergent_line() -> None:
     err = pytest.raises(Rejected, through_patchlog, ["one", "two"], diff).value
     assert (err.code, err.message) == (
         RejectCode.DIFF_MISMATCH,
-        "line 3: expected 'three', found the end of the base (2 lines); "
+        "diff hunk 1 (@@ -2,3 +2,3 @@): needs a base of at least 4 lines, found 2; "
+        "rule: the diff matches its base",
+    )
+    insert_only = "@@ -10,0 +11 @@\n+x\n"
+    err = pytest.raises(Rejected, through_patchlog, ["one", "two"], insert_only).value
+    assert (err.code, err.message) == (
+        RejectCode.DIFF_MISMATCH,
+        "diff hunk 1 (@@ -10,0 +11 @@): needs a base of at least 10 lines, found 2; "
         "rule: the diff matches its base",
     )
 
@@ -174,8 +181,12 @@ def test_diff_mismatch_names_first_divergent_line() -> None:
         ),
         ("Binary files a and b differ\n", "diff line 1: binary diff; rule: documents are text"),
         (
-            "--- a\n+++ b\n@@ -1 +1 @@\n-a\r\n+b\r\n",
-            "hunk 1 (@@ -1 +1 @@): lines[0] contains CR; rule: a line holds no LF, CR or NUL",
+            "--- a\n+++ b\n@@ -1 +1 @@\n-a\n+b\x00\n",
+            "diff line 5 (hunk 1 (@@ -1 +1 @@)) contains NUL; rule: a line holds no LF, CR or NUL",
+        ),
+        (
+            "--- a\n+++ b\n@@ -" + "9" * 19 + " +1 @@\n-a\n",
+            "diff line 3: '@@ -" + "9" * 19 + " +1 @@' is not a hunk header; rule: @@ -a,b +c,d @@",
         ),
     ],
 )
@@ -189,3 +200,32 @@ def test_split_lines_inverts_content_bytes() -> None:
     """Reading a POSIX text file back gives the lines it was written from."""
     for lines in ([], [""], ["a"], ["a", "", "b"]):
         assert split_lines(content_bytes(lines)) == lines
+
+
+def test_crlf_diff_blank_tail_and_signature_are_accepted() -> None:
+    """CRLF diffs, trailing blank lines and a `-- ` signature apply as GNU patch does."""
+    crlf = "--- a\r\n+++ b\r\n@@ -1,2 +1,2 @@\r\n a\r\n-b\r\n+B\r\n"
+    assert through_patchlog(["a", "b"], crlf) == b"a\nB\n"
+    tail = "--- a\n+++ b\n@@ -1 +1 @@\n-a\n+A\n\n\n"
+    assert through_patchlog(["a"], tail) == b"A\n"
+    signed = "--- a\n+++ b\n@@ -1 +1 @@\n-a\n+A\n-- \n2.39.5\n"
+    assert through_patchlog(["a"], signed) == b"A\n"
+
+
+def test_zero_context_inserts_at_one_position_become_one_op() -> None:
+    """-U0 hunks adding at the same position merge into one insert, in diff order."""
+    diff = "--- a\n+++ b\n@@ -1,1 +1,2 @@\n a\n+x\n@@ -1,0 +3 @@\n+y\n"
+    parsed = parse_diff(diff, LIMITS)
+    assert parsed.splices == (Splice(1, 1, ("x", "y")),)
+    assert through_patchlog(["a"], diff) == b"a\nx\ny\n"
+
+
+def test_new_empty_file_and_epoch_headers() -> None:
+    """A new empty file has no hunk; `diff -N` epoch headers mark new and deleted files."""
+    empty = "diff --git a/e b/e\nnew file mode 100644\nindex 0000000..e69de29\n"
+    assert parse_diff(empty, LIMITS).splices == ()
+    assert through_patchlog([], empty) == b""
+    created = "--- x\t1970-01-01 00:00:00.000000000 +0000\n+++ x\t2026-11-24\n@@ -0,0 +1 @@\n+n\n"
+    err = pytest.raises(Rejected, through_patchlog, ["old"], created).value
+    assert err.code is RejectCode.DIFF_MISMATCH
+    assert through_patchlog([], created) == b"n\n"

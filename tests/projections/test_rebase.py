@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from projections.diff import parse_diff, verify
 from projections.patch import Splice, apply, normalize, to_ops
-from projections.rebase import Expect, Later, check_base, map_expectations, rebase
+from projections.rebase import (
+    Expect,
+    Later,
+    check_base,
+    map_expectations,
+    rebase,
+    rebase_diff,
+)
 from streams.errors import Rejected
 from streams.limits import Limits
 from streams.schema import Delete, Insert, RejectCode, Replace
@@ -179,3 +186,26 @@ def test_diff_rebases_with_its_context() -> None:
         "diff context: line 7 of the base was changed by revision 2 (replace 7..7); "
         "rule: a rebased context line touches no line changed after its base",
     )
+
+
+def test_same_diff_twice_is_a_noop_not_a_conflict() -> None:
+    """A diff whose change a later revision already made is dropped whole (noop)."""
+    diff = "--- x\n+++ x\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+    parsed = parse_diff(diff, LIMITS)
+    made = [Later(rev=1, splices=parsed.splices)]
+    assert rebase_diff(parsed.splices, parsed.expect, made) == (
+        (),
+        (Expect(0, "a"), Expect(2, "c")),
+    )
+
+
+def test_rebased_diff_carries_removed_lines_with_their_op() -> None:
+    """Removed lines move with their op; context moves through the revision."""
+    base = ["a", "b", "c", "d"]
+    parsed = parse_diff("--- x\n+++ x\n@@ -3,2 +3,1 @@\n c\n-d\n", LIMITS)
+    later = [Later(rev=1, splices=normalize([Insert(at=1, lines=("0", "1"))], LIMITS))]
+    head = apply(base, later[0].splices)
+    splices, expect = rebase_diff(parsed.splices, parsed.expect, later)
+    assert expect == (Expect(4, "c"), Expect(5, "d", removed=True))
+    verify(expect, head)
+    assert apply(head, splices) == ["0", "1", "a", "b", "c"]

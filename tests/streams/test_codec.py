@@ -149,7 +149,7 @@ def test_str_fields_and_raw_pairs_are_accepted() -> None:
             fields(doc=b"a/../b"),
             RejectCode.INVALID,
             "doc: 'a/../b' is not a relative path; rule: '/'-separated names, none empty, "
-            "'.' or '..', no surrounding spaces",
+            "'.' or '..', no backslash, no surrounding spaces",
         ),
         (
             fields(doc=b"a\tb"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -102,3 +103,46 @@ diff_rows = st.lists(
 def test_random_diffs_only_ever_reject(rows: list[str]) -> None:
     """Arbitrary diff-like text is parsed or rejected, never crashes."""
     assert_well_formed(outcome({b"doc": b"d", b"base": b"1", b"diff": "\n".join(rows).encode()}))
+
+
+@given(
+    st.sampled_from(["ops", "meta"]),
+    st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\\ud800", b"\xf4\x90\x80\x80"]),
+)
+def test_invalid_utf8_inside_json_strings_is_invalid(field: str, bad: bytes) -> None:
+    """Bad UTF-8 inside a JSON string (a line, an op key, meta) is rejected, not raised."""
+    ops = b'[{"op":"insert","at":1,"lines":["' + bad + b'"]}]'
+    meta = b'{"k":"' + bad + b'"}'
+    entry = {b"doc": b"d", b"base": b"0", b"ops": ops if field == "ops" else b"[]"}
+    if field == "meta":
+        entry[b"meta"] = meta
+    result = outcome(entry)
+    assert isinstance(result, Rejected)
+    assert result.code is RejectCode.INVALID
+
+
+@given(st.integers(500, 20_000), st.sampled_from(["ops", "meta"]))
+def test_deeply_nested_json_is_invalid(depth: int, field: str) -> None:
+    """Deeply nested JSON (a recursion bomb) in ops or meta is rejected, not raised."""
+    bomb = b"[" * depth + b"]" * depth
+    ops = b'[{"x":' + bomb + b',"op":"delete","from":1}]' if field == "ops" else b"[]"
+    entry = {b"doc": b"d", b"base": b"0", b"ops": ops, b"meta": b'{"a":' + bomb + b"}"}
+    result = outcome(entry)
+    assert isinstance(result, Rejected)
+    assert result.code is RejectCode.INVALID
+
+
+@given(st.integers(4300, 5000))
+def test_huge_hunk_numbers_are_rejected(digits: int) -> None:
+    """Hunk headers with absurdly long numbers are rejected, not a ValueError."""
+    diff = "@@ -" + "0" * digits + "1 +1 @@\n-a\n+b\n"
+    result = outcome({b"doc": b"d", b"base": b"1", b"diff": diff.encode()})
+    assert isinstance(result, Rejected)
+
+
+@given(st.text(max_size=8))
+def test_str_fields_with_lone_surrogates_are_rejected(doc: str) -> None:
+    """Fields given as str (even with lone surrogates) never raise outside Rejected."""
+    with pytest.raises(Rejected) as info:
+        decode_ingress({"doc": doc + "\ud800", "base": "0", "ops": "[]"}, LIMITS)
+    assert info.value.code is RejectCode.INVALID

@@ -2,6 +2,7 @@
 
 from projections.content import EMPTY_HASH, content_bytes, content_hash, split_lines
 from projections.diff import ParsedDiff, check_length, parse_diff, render_diff, verify
+from projections.fold import Planned, base_length, fold, plan
 from projections.patch import (
     Splice,
     apply,
@@ -10,6 +11,7 @@ from projections.patch import (
     check_lines,
     describe,
     effective,
+    from_ops,
     normalize,
     to_ops,
 )
@@ -20,8 +22,10 @@ __all__ = [
     "Expect",
     "Later",
     "ParsedDiff",
+    "Planned",
     "Splice",
     "apply",
+    "base_length",
     "check_base",
     "check_bounds",
     "check_length",
@@ -31,9 +35,12 @@ __all__ = [
     "content_hash",
     "describe",
     "effective",
+    "fold",
+    "from_ops",
     "map_expectations",
     "normalize",
     "parse_diff",
+    "plan",
     "rebase",
     "rebase_diff",
     "render_diff",

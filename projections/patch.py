@@ -26,6 +26,7 @@ __all__ = [
     "check_lines",
     "describe",
     "effective",
+    "from_ops",
     "normalize",
     "to_ops",
 ]
@@ -58,6 +59,20 @@ def to_ops(splices: Iterable[Splice]) -> tuple[Op, ...]:
         else:
             ops.append(Delete(from_=s.start + 1, to=s.end))
     return tuple(ops)
+
+
+def from_ops(ops: Iterable[Op]) -> tuple[Splice, ...]:
+    """Splices of trusted ops (a stored revision's), in the same order, unchecked."""
+    out: list[Splice] = []
+    for op in ops:
+        match op:
+            case Insert(at=at, lines=lines):
+                out.append(Splice(at - 1, at - 1, lines))
+            case Replace(from_=first, to=to, lines=lines):
+                out.append(Splice(first - 1, first if to is None else to, lines))
+            case Delete(from_=first, to=to):
+                out.append(Splice(first - 1, first if to is None else to, ()))
+    return tuple(out)
 
 
 def check_line(line: str, where: str, limits: Limits) -> None:

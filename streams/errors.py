@@ -4,7 +4,11 @@
 
     PatchlogError
     ├── Rejected              a patch breaks a rule; carries a RejectCode, becomes an outcome
-    └── CorruptEntry          one of patchlog's own stream entries cannot be decoded
+    ├── CorruptEntry          one of patchlog's own stream entries cannot be decoded
+    ├── ServerError           the server cannot be started, reached or used
+    │   └── ServerRefused     the server is reachable but unfit (version, eviction policy)
+    ├── VerifyFailed          the revision log and the live state disagree
+    └── Timeout               a bounded wait ran out (waiting for an outcome, draining)
 
 Every class below the root is raised by patchlog code only; exceptions of libraries
 (``msgspec.ValidationError``, ``redis.exceptions.*``) are translated at the boundary
@@ -15,7 +19,15 @@ from __future__ import annotations
 
 from streams.schema import RejectCode
 
-__all__ = ["CorruptEntry", "PatchlogError", "Rejected"]
+__all__ = [
+    "CorruptEntry",
+    "PatchlogError",
+    "Rejected",
+    "ServerError",
+    "ServerRefused",
+    "Timeout",
+    "VerifyFailed",
+]
 
 
 class PatchlogError(Exception):
@@ -41,3 +53,19 @@ class CorruptEntry(PatchlogError):
 
     Not a client's mistake: the log was written by another version or damaged.
     """
+
+
+class ServerError(PatchlogError):
+    """The server cannot be started, reached or used; the message says what to do."""
+
+
+class ServerRefused(ServerError):
+    """The server answers but patchlog refuses to run on it (too old, may evict keys)."""
+
+
+class VerifyFailed(PatchlogError):
+    """Replaying the revision log does not give the live state or the stored hashes."""
+
+
+class Timeout(PatchlogError):
+    """A bounded wait ran out: no outcome in time, or a drain that did not finish."""

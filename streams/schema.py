@@ -19,6 +19,7 @@ __all__ = [
     "Delete",
     "HealthResult",
     "HealthStatus",
+    "IdRecord",
     "IngressEntry",
     "Insert",
     "Op",
@@ -191,6 +192,13 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     entry: dict[str, str] | None = None
     """The submitted fields, for rejections."""
     at: int = 0
+
+
+class IdRecord(Outcome, frozen=True, kw_only=True):
+    """The latest outcome of a patch id, as JSON in the list ``<ns>:id:<id>``, plus the
+    digest of the payload that reached it (the idempotency record clients wait on)."""
+
+    digest: str = ""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,357 @@
+"""The execute stage: decide each normalized patch against its document's head and
+commit the decisions of a batch in one script call (head check, state, revision,
+outcome, idempotency record and ack, atomically per patch).
+
+Document content is cached in the worker and advanced speculatively through a batch;
+the script's compare-and-set on the head revision catches a stale cache (another
+worker committed), and the patches involved are decided again on a fresh copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from consumers.messages import NormalizedPatch, decode_normalized
+from consumers.runner import Entry, RetryLater, outcome_fields
+from projections.content import content_hash
+from projections.fold import plan
+from projections.patch import to_ops
+from projections.rebase import Later
+from streams.codec import entry_text, id_reuse
+from streams.errors import Rejected
+from streams.keys import EXECUTE
+from streams.log import Head, later_of, load_content, read_heads, revisions_of, write_snapshot
+from streams.schema import IdRecord, Outcome, OutcomeStatus, RejectCode
+from streams.scripts import Scripts
+from streams.settings import Settings
+
+__all__ = ["ExecuteStage"]
+
+log = structlog.get_logger("patchlog.execute")
+_JSON = msgspec.json.Encoder()
+_RECORD = msgspec.json.Decoder(IdRecord)
+_ROUNDS = 50
+_HISTORY = 512
+_MAX_DOCS = 4096
+
+
+class _Doc:
+    """A document's cached head and content."""
+
+    __slots__ = ("hash", "history", "lines", "rev", "snapshot_rev")
+
+    def __init__(self, rev: int, digest: str, lines: list[str], history: Sequence[Later], snap: int):
+        self.rev = rev
+        self.hash = digest
+        self.lines = lines
+        self.history: deque[Later] = deque(history, maxlen=_HISTORY)
+        self.snapshot_rev = snap
+
+
+class _Decision(msgspec.Struct):
+    entry: str
+    patch: NormalizedPatch
+    kind: str  # 'c' commit, 'r' reject, 'n' noop, 'x' final reject
+    head: int
+    outcome: Outcome
+    revision: list[str] | None = None
+    new_hash: str = ""
+    lines: int = 0
+
+
+class ExecuteStage:
+    """Consumer group ``execute`` on the normalized stream."""
+
+    name = EXECUTE
+
+    def __init__(self, redis: Redis, settings: Settings, scripts: Scripts) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = scripts
+        self.keys = settings.keys
+        self.stream = self.keys.normalized
+        self.docs: OrderedDict[str, _Doc] = OrderedDict()
+        self.waiting: dict[str, tuple[NormalizedPatch, float]] = {}
+        self._strict: dict[str, bool] = {}
+        self._strict_at = 0.0
+        self.counts: dict[str, int] = {}
+        self.cas_retries = 0
+
+    # -- runner protocol ---------------------------------------------------------------
+
+    def identify(self, entry: Entry) -> tuple[str, str]:
+        """(patch id, doc) of a normalized entry, or the entry id if it does not decode."""
+        try:
+            patch = decode_normalized(entry[1][b"p"])
+        except (KeyError, msgspec.DecodeError):
+            return entry[0], ""
+        return patch.id, patch.doc
+
+    def busy(self) -> bool:
+        """Whether patches wait for their base revision to appear."""
+        return bool(self.waiting)
+
+    async def tick(self, consumer: str) -> None:
+        """Decide waiting patches again: their base may exist now, or their time is up."""
+        if not self.waiting:
+            return
+        items = list(self.waiting.items())
+        # The predecessor may have been committed by another worker: drop stale copies.
+        names = list({patch.doc for _, (patch, _) in items})
+        heads = await read_heads(self.redis, self.keys, names)
+        for name in names:
+            cached = self.docs.get(name)
+            if cached is not None and cached.rev != heads[name].rev:
+                self.docs.pop(name, None)
+        await self._decide(consumer, [(eid, patch) for eid, (patch, _) in items])
+
+    async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
+        """Decide and commit a batch of normalized patches."""
+        items = [(eid, decode_normalized(fields[b"p"])) for eid, fields in entries]
+        await self._decide(consumer, items)
+
+    # -- deciding ----------------------------------------------------------------------
+
+    async def _decide(self, consumer: str, items: list[tuple[str, NormalizedPatch]]) -> None:
+        finals: list[_Decision] = []
+        for _ in range(_ROUNDS):
+            await self._refresh_strict()
+            await self._load([p.doc for _, p in items])
+            committed = await self._committed_ids(items)
+            await self._ensure_history(items)
+            decisions = [d for eid, p in items if (d := self._plan(eid, p, committed))]
+            decisions += finals
+            if not decisions:
+                return
+            await self._attach_entries(decisions)
+            results = await self._commit(consumer, decisions)
+            retry: list[tuple[str, NormalizedPatch]] = []
+            finals = []
+            stale: set[str] = set()
+            for decision, (status, rev) in zip(decisions, results, strict=True):
+                self.counts[status] = self.counts.get(status, 0) + 1
+                if status == "ok":
+                    self.waiting.pop(decision.entry, None)
+                    self._count(decision.outcome.status.value)
+                    continue
+                stale.add(decision.patch.doc)
+                if status == "cas":
+                    retry.append((decision.entry, decision.patch))
+                elif status == "reuse":
+                    finals.append(self._reuse(decision, rev))
+                else:  # 'dup' or 'fenced': decided here or by the entry's new owner
+                    self.waiting.pop(decision.entry, None)
+                    self._count("duplicate" if status == "dup" else status)
+            for doc in stale:
+                self.docs.pop(doc, None)
+            await self._snapshots()
+            if not retry and not finals:
+                return
+            self.cas_retries += len(retry)
+            items = retry
+        raise RetryLater(f"{len(items)} patches lost the head race {_ROUNDS} times")
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def _refresh_strict(self) -> None:
+        if time.monotonic() - self._strict_at < 2.0:
+            return
+        raw = await self.redis.hgetall(self.keys.strict)
+        self._strict = {k.decode(): v in (b"1", b"on", b"true") for k, v in raw.items()}
+        self._strict_at = time.monotonic()
+
+    def _is_strict(self, doc: str) -> bool:
+        if doc in self._strict:
+            return self._strict[doc]
+        return self.settings.strict or self._strict.get("*", False)
+
+    async def _load(self, docs: Sequence[str]) -> None:
+        missing = list(dict.fromkeys(d for d in docs if d not in self.docs))
+        if not missing:
+            for doc in docs:
+                self.docs.move_to_end(doc)
+            return
+        heads = await read_heads(self.redis, self.keys, missing)
+        for doc in missing:
+            head: Head = heads[doc]
+            if head.rev == 0:
+                self.docs[doc] = _Doc(0, head.hash, [], [], 0)
+                continue
+            loaded = await load_content(self.redis, self.keys, doc, head)
+            self.docs[doc] = _Doc(
+                loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev
+            )
+        while len(self.docs) > _MAX_DOCS:
+            self.docs.popitem(last=False)
+
+    async def _committed_ids(self, items: Sequence[tuple[str, NormalizedPatch]]) -> set[str]:
+        """Patch ids already committed (a resubmission): decided as duplicates, so that
+        they do not advance the speculative content."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, patch in items:
+                pipe.lindex(self.keys.patch_id(patch.id), 0)
+            raws = await pipe.execute()
+        done = set()
+        for (_, patch), raw in zip(items, raws, strict=True):
+            if raw is not None and _RECORD.decode(raw).status is OutcomeStatus.COMMITTED:
+                done.add(patch.id)
+        return done
+
+    async def _ensure_history(self, items: Sequence[tuple[str, NormalizedPatch]]) -> None:
+        """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""
+        for _, patch in items:
+            doc = self.docs[patch.doc]
+            if patch.base >= doc.rev:
+                continue
+            first_cached = doc.history[0].rev if doc.history else doc.rev + 1
+            if patch.base + 1 < first_cached:
+                older = await revisions_of(
+                    self.redis, self.keys, patch.doc, patch.base + 1, first_cached - 1
+                )
+                merged = [later_of(r) for r in older] + list(doc.history)
+                doc.history = deque(merged, maxlen=max(_HISTORY, len(merged)))
+
+    def _plan(self, entry: str, patch: NormalizedPatch, committed: set[str]) -> _Decision | None:
+        doc = self.docs[patch.doc]
+        common = {"id": patch.id, "doc": patch.doc, "src": patch.src}
+        if patch.id in committed:
+            outcome = Outcome(**common, status=OutcomeStatus.DUPLICATE, rev=doc.rev)
+            return _Decision(entry, patch, "n", doc.rev, outcome)
+        if patch.base > doc.rev:
+            first_seen = self.waiting.setdefault(entry, (patch, time.monotonic()))[1]
+            if time.monotonic() - first_seen < self.settings.base_ahead_wait:
+                return None
+        later = [h for h in doc.history if h.rev > patch.base]
+        try:
+            planned = plan(
+                doc.lines,
+                doc.rev,
+                later if patch.base < doc.rev else [],
+                base=patch.base,
+                splices=patch.splices,
+                diff=patch.diff,
+                strict=self._is_strict(patch.doc),
+                limits=self.settings.limits,
+            )
+        except Rejected as err:
+            outcome = Outcome(
+                **common,
+                status=OutcomeStatus.REJECTED,
+                rev=doc.rev,
+                code=err.code,
+                message=err.message,
+            )
+            return _Decision(entry, patch, "r", doc.rev, outcome)
+        if planned is None:
+            outcome = Outcome(**common, status=OutcomeStatus.NOOP, rev=doc.rev)
+            return _Decision(entry, patch, "n", doc.rev, outcome)
+        rev = doc.rev + 1
+        digest = content_hash(planned.content)
+        revision = [
+            "doc", patch.doc,
+            "rev", str(rev),
+            "id", patch.id,
+            "base", str(patch.base),
+            "ops", _JSON.encode(to_ops(planned.splices)).decode(),
+            "lines", str(len(planned.content)),
+            "hash", digest,
+            "prev", doc.hash,
+            "author", patch.author,
+            "src", patch.src,
+        ]  # fmt: skip
+        decision = _Decision(
+            entry,
+            patch,
+            "c",
+            doc.rev,
+            Outcome(**common, status=OutcomeStatus.COMMITTED, rev=rev),
+            revision,
+            digest,
+            len(planned.content),
+        )
+        committed.add(patch.id)
+        doc.rev, doc.hash, doc.lines = rev, digest, planned.content
+        doc.history.append(Later(rev=rev, splices=planned.splices))
+        return decision
+
+    def _reuse(self, decision: _Decision, first_src: str) -> _Decision:
+        err = id_reuse(decision.patch.id, first_src)
+        outcome = Outcome(
+            id=decision.patch.id,
+            doc=decision.patch.doc,
+            status=OutcomeStatus.REJECTED,
+            rev=decision.head,
+            code=RejectCode.ID_REUSE,
+            message=err.message,
+            src=decision.patch.src,
+        )
+        return _Decision(decision.entry, decision.patch, "x", decision.head, outcome)
+
+    async def _attach_entries(self, decisions: Sequence[_Decision]) -> None:
+        """Rejections carry the submitted fields: read them from the ingress stream."""
+        rejected = [d for d in decisions if d.outcome.status is OutcomeStatus.REJECTED]
+        if not rejected:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for d in rejected:
+                pipe.xrange(self.keys.patches, d.patch.src, d.patch.src)
+            replies = await pipe.execute()
+        for d, reply in zip(rejected, replies, strict=True):
+            if reply:
+                d.outcome = msgspec.structs.replace(d.outcome, entry=entry_text(reply[0][1]))
+
+    async def _commit(
+        self, consumer: str, decisions: Sequence[_Decision]
+    ) -> list[tuple[str, str]]:
+        keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
+        args: list[str | int] = [
+            self.name,
+            consumer,
+            int(self.settings.idempotency_window * 1000),
+            len(decisions),
+        ]
+        for d in decisions:
+            keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
+            keys.append(self.keys.patch_id(d.patch.id))
+            record = IdRecord(**msgspec.structs.asdict(d.outcome), digest=d.patch.digest)
+            args += [
+                d.entry,
+                d.kind,
+                d.head,
+                d.patch.src,
+                d.patch.digest,
+                _JSON.encode(outcome_fields(d.outcome, entry=d.outcome.entry)).decode(),
+                _JSON.encode(record).decode(),
+                _JSON.encode(d.revision).decode() if d.revision else "",
+                d.new_hash,
+                d.lines,
+            ]
+        replies = await self.scripts.commit(keys=keys, args=args)
+        out = [(status.decode(), rev.decode()) for status, rev, _ in replies]
+        for d, (status, _) in zip(decisions, out, strict=True):
+            log.debug(
+                "decided",
+                id=d.patch.id,
+                doc=d.patch.doc,
+                rev=d.outcome.rev,
+                outcome=d.outcome.status.value,
+                result=status,
+            )
+        return out
+
+    async def _snapshots(self) -> None:
+        due = [
+            (name, doc)
+            for name, doc in self.docs.items()
+            if doc.rev - doc.snapshot_rev >= self.settings.snapshot_every
+        ]
+        for name, doc in due:
+            await write_snapshot(self.redis, self.keys, name, doc.rev, doc.lines)
+            doc.snapshot_rev = doc.rev

@@ -1,0 +1,87 @@
+"""A worker's lease: a key with a TTL, renewed while the worker lives.
+
+Other workers claim a consumer's pending entries only once its lease key is gone, so a
+slow worker keeps its entries and a dead one loses them within ``lease_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["Lease", "LeaseInfo"]
+
+log = structlog.get_logger("patchlog.lease")
+
+
+class LeaseInfo(msgspec.Struct, kw_only=True):
+    """What a lease tells about its worker (the key's JSON value)."""
+
+    host: str
+    pid: int
+    stage: str
+    consumer: str
+    started: float
+    """Unix time the worker started."""
+    renewed: float = 0.0
+    processed: int = 0
+    failed: int = 0
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class Lease:
+    """Holds ``key`` for ``ttl_ms`` at a time, renewing every third of it."""
+
+    def __init__(self, redis: Redis, key: str, ttl_ms: int, *, stage: str, consumer: str) -> None:
+        self.redis = redis
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.info = LeaseInfo(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            stage=stage,
+            consumer=consumer,
+            started=time.time(),
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.renewed_at = 0.0
+
+    async def renew(self) -> None:
+        """Write the lease now (raises ``RedisError`` if the server cannot be reached)."""
+        self.info.renewed = time.time()
+        await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
+        self.renewed_at = time.monotonic()
+
+    async def start(self) -> None:
+        """Take the lease and keep renewing it in the background."""
+        await self.renew()
+        self._task = asyncio.create_task(self._loop(), name=f"lease {self.key}")
+
+    async def _loop(self) -> None:
+        interval = self.ttl_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew()
+            except RedisError as err:
+                log.warning("lease renewal failed", key=self.key, error=str(err))
+
+    async def release(self) -> None:
+        """Stop renewing and delete the lease, so others may claim what is left at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(self.key)

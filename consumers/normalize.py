@@ -1,0 +1,121 @@
+"""The normalize stage: decode and validate ingress entries, turn diffs into splices,
+check every invariant that needs no snapshot, and forward, in one atomic step per batch
+(forward or reject, and acknowledge)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from consumers.messages import NormalizedPatch, encode_normalized
+from consumers.runner import Entry, outcome_fields
+from projections.diff import parse_diff
+from projections.patch import normalize
+from streams.codec import decode_ingress, entry_text, payload_digest
+from streams.errors import Rejected
+from streams.keys import NORMALIZE
+from streams.schema import Outcome, OutcomeStatus
+from streams.scripts import Scripts
+from streams.settings import Settings
+
+__all__ = ["NormalizeStage", "normalize_entry"]
+
+log = structlog.get_logger("patchlog.normalize")
+_JSON = msgspec.json.Encoder()
+
+
+def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
+    """Decode and normalize one ingress entry; raises ``Rejected``."""
+    src, fields = entry
+    patch = decode_ingress(fields, settings.limits)
+    patch_id = patch.id or src
+    common = {
+        "id": patch_id,
+        "src": src,
+        "doc": patch.doc,
+        "base": patch.base,
+        "digest": payload_digest(patch),
+        "author": patch.author or "",
+    }
+    if patch.ops is not None:
+        return NormalizedPatch(**common, splices=normalize(patch.ops, settings.limits))
+    assert patch.diff is not None
+    return NormalizedPatch(**common, diff=parse_diff(patch.diff, settings.limits))
+
+
+def _identify(entry: Entry) -> tuple[str, str]:
+    fields = entry[1]
+    raw_id = fields.get(b"id", b"")
+    try:
+        patch_id = raw_id.decode("utf-8") if 0 < len(raw_id) <= 128 else entry[0]
+    except UnicodeDecodeError:
+        patch_id = entry[0]
+    doc = fields.get(b"doc", b"").decode("utf-8", "replace")[:256]
+    return patch_id, doc
+
+
+class NormalizeStage:
+    """Consumer group ``normalize`` on the ingress stream."""
+
+    name = NORMALIZE
+
+    def __init__(self, redis: Redis, settings: Settings, scripts: Scripts) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = scripts
+        self.keys = settings.keys
+        self.stream = self.keys.patches
+        self.rejected = 0
+        self.forwarded = 0
+
+    def identify(self, entry: Entry) -> tuple[str, str]:
+        """Best-effort (patch id, doc) of a raw ingress entry."""
+        return _identify(entry)
+
+    def busy(self) -> bool:
+        """Normalize never holds entries back."""
+        return False
+
+    async def tick(self, consumer: str) -> None:
+        """Nothing held back."""
+
+    async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
+        """Forward or reject every entry, and acknowledge them, in one script call."""
+        keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
+        args: list[str | bytes | int] = [
+            self.name,
+            consumer,
+            int(self.settings.idempotency_window * 1000),
+            len(entries),
+        ]
+        for entry in entries:
+            try:
+                patch = normalize_entry(entry, self.settings)
+            except Rejected as err:
+                patch_id, doc = _identify(entry)
+                outcome = Outcome(
+                    id=patch_id,
+                    doc=doc,
+                    status=OutcomeStatus.REJECTED,
+                    rev=0,
+                    code=err.code,
+                    message=err.message,
+                    src=entry[0],
+                )
+                keys.append(self.keys.patch_id(patch_id))
+                args += [
+                    entry[0],
+                    "r",
+                    _JSON.encode(outcome_fields(outcome, entry=entry_text(entry[1]))),
+                    _JSON.encode(outcome),
+                ]
+                self.rejected += 1
+                log.info("rejected", src=entry[0], id=patch_id, doc=doc, code=err.code.value)
+                continue
+            keys.append(self.keys.patch_id(patch.id))
+            args += [entry[0], "f", encode_normalized(patch), ""]
+            self.forwarded += 1
+        await self.scripts.forward(keys=keys, args=args)

@@ -1,0 +1,1 @@
+"""Operations: the CLI, configuration, logging, the process supervisor, metrics."""

@@ -1,0 +1,66 @@
+"""Building the one Settings object from PATCHLOG_* variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from streams.limits import Limits
+from streams.settings import Settings
+
+__all__ = ["ENV_PREFIX", "env_help", "load_settings"]
+
+ENV_PREFIX = "PATCHLOG_"
+_LIMIT_FIELDS = {f.name for f in msgspec.structs.fields(Limits)}
+
+
+def env_help() -> list[tuple[str, str]]:
+    """(variable, default) for every setting, for the README and ``--help``."""
+    defaults = Settings()
+    out = [
+        (ENV_PREFIX + f.name.upper(), str(getattr(defaults, f.name)))
+        for f in msgspec.structs.fields(Settings)
+        if f.name != "limits"
+    ]
+    out += [
+        (ENV_PREFIX + name.upper(), str(getattr(defaults.limits, name)))
+        for name in sorted(_LIMIT_FIELDS)
+    ]
+    return out
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from ``env`` (default ``os.environ``), then ``overrides`` (CLI flags;
+    ``None`` values ignored). ``PATCHLOG_REDIS_URL`` falls back to ``REDIS_URL``.
+
+    Raises ``ValueError`` naming the variable and the expected type.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    for f in msgspec.structs.fields(Settings):
+        value = env.get(ENV_PREFIX + f.name.upper())
+        if value is not None and f.name != "limits":
+            raw[f.name] = value
+    for name in _LIMIT_FIELDS:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            limits[name] = value
+    if "redis_url" not in raw and env.get("REDIS_URL"):
+        raw["redis_url"] = env["REDIS_URL"]
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        (limits if key in _LIMIT_FIELDS else raw)[key] = value
+    try:
+        if limits:
+            raw["limits"] = msgspec.convert(limits, Limits, strict=False)
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as err:
+        path = str(err).rsplit("`$.", 1)[-1].rstrip("`")
+        raise ValueError(f"{ENV_PREFIX}{path.upper()}: {err}") from None

@@ -1,0 +1,89 @@
+"""Every Redis key, stream, group and consumer name patchlog uses, in one place.
+
+All keys start with the namespace (default ``patchlog``). The keys one commit touches
+(document state, index, idempotency record, revisions, outcomes, the normalized stream)
+are all namespace keys, so a namespace written as a hash tag (``{patchlog}``) puts them
+in one Redis Cluster slot without any change to the per-document layout.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["EXECUTE", "NORMALIZE", "Keys"]
+
+NORMALIZE = "normalize"
+"""Consumer group (and stage name) reading the ingress stream."""
+EXECUTE = "execute"
+"""Consumer group (and stage name) reading the normalized stream."""
+
+
+class Keys(msgspec.Struct, frozen=True):
+    """Key names under one namespace."""
+
+    namespace: str = "patchlog"
+
+    @property
+    def patches(self) -> str:
+        """Ingress stream: clients XADD patches here (public)."""
+        return f"{self.namespace}:patches"
+
+    @property
+    def normalized(self) -> str:
+        """Internal stream from normalize to execute (msgpack payloads)."""
+        return f"{self.namespace}:normalized"
+
+    @property
+    def revisions(self) -> str:
+        """Every applied patch, all documents (public, the truth, never trimmed)."""
+        return f"{self.namespace}:revisions"
+
+    @property
+    def outcomes(self) -> str:
+        """Exactly one outcome per submitted patch (public, trimmed by age)."""
+        return f"{self.namespace}:outcomes"
+
+    @property
+    def dead(self) -> str:
+        """Entries that failed a stage too many times (public, capped)."""
+        return f"{self.namespace}:dead"
+
+    @property
+    def health(self) -> str:
+        """Health probe results (public, capped)."""
+        return f"{self.namespace}:health"
+
+    @property
+    def strict(self) -> str:
+        """Hash of document name (or ``*`` for all) to ``1`` for strict mode."""
+        return f"{self.namespace}:strict"
+
+    @property
+    def docs(self) -> str:
+        """Set of every document name that has a revision."""
+        return f"{self.namespace}:docs"
+
+    def doc(self, doc: str) -> str:
+        """Hash with a document's head: ``rev``, ``hash``, ``lines``."""
+        return f"{self.namespace}:doc:{doc}"
+
+    def index(self, doc: str) -> str:
+        """List of a document's revision stream ids; element ``r - 1`` is revision ``r``."""
+        return f"{self.namespace}:idx:{doc}"
+
+    def snapshot(self, doc: str) -> str:
+        """A cached copy of a document's content at some revision (msgpack)."""
+        return f"{self.namespace}:snap:{doc}"
+
+    def patch_id(self, patch_id: str) -> str:
+        """List holding the latest outcome of a patch id: the idempotency record that a
+        client waits on with ``BLMOVE key key LEFT RIGHT timeout``."""
+        return f"{self.namespace}:id:{patch_id}"
+
+    def lease(self, group: str, consumer: str) -> str:
+        """A worker's lease (heartbeat) on the entries it holds; expires when it dies."""
+        return f"{self.namespace}:lease:{group}:{consumer}"
+
+    def lease_pattern(self, group: str) -> str:
+        """SCAN pattern matching every lease of a group."""
+        return f"{self.namespace}:lease:{group}:*"

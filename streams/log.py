@@ -1,0 +1,171 @@
+"""Reading the log: document heads, revisions by document, content at a revision.
+
+A document's content is not stored whole in the commit: it is the fold of its revisions.
+``load_content`` starts from the cached snapshot (if its hash checks out) and replays
+the revisions after it, found through the document's index list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from projections.content import EMPTY_HASH, content_hash
+from projections.fold import fold
+from projections.patch import from_ops
+from projections.rebase import Later
+from streams.codec import decode_event
+from streams.errors import CorruptEntry, VerifyFailed
+from streams.keys import Keys
+from streams.schema import Revision
+
+__all__ = [
+    "Head",
+    "Loaded",
+    "iter_revisions",
+    "load_content",
+    "read_head",
+    "read_heads",
+    "revisions_of",
+    "write_snapshot",
+]
+
+_PAGE = 1000
+
+
+class Head(msgspec.Struct, frozen=True):
+    """A document's head as the commit script keeps it."""
+
+    rev: int = 0
+    hash: str = EMPTY_HASH
+    lines: int = 0
+
+
+class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
+    rev: int
+    hash: str
+    lines: list[str]
+
+
+class Loaded(msgspec.Struct):
+    """A document's content at revision ``rev``, with the recent revisions behind it."""
+
+    rev: int
+    hash: str
+    lines: list[str]
+    history: list[Later]
+    """Revisions replayed to get here (ascending), for rebasing patches on older bases."""
+    snapshot_rev: int
+
+
+_SNAP_ENCODER = msgspec.msgpack.Encoder()
+_SNAP_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def _head(raw: Sequence[bytes | None]) -> Head:
+    rev, digest, lines = raw
+    if rev is None:
+        return Head()
+    return Head(int(rev), (digest or b"").decode(), int(lines or 0))
+
+
+async def read_head(redis: Redis, keys: Keys, doc: str) -> Head:
+    """The head of ``doc`` (revision 0, the empty document, if it has none)."""
+    return _head(await redis.hmget(keys.doc(doc), ["rev", "hash", "lines"]))
+
+
+async def read_heads(redis: Redis, keys: Keys, docs: Sequence[str]) -> dict[str, Head]:
+    """Heads of several documents in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for doc in docs:
+            pipe.hmget(keys.doc(doc), ["rev", "hash", "lines"])
+        replies = await pipe.execute()
+    return {doc: _head(raw) for doc, raw in zip(docs, replies, strict=True)}
+
+
+async def revisions_of(
+    redis: Redis, keys: Keys, doc: str, first: int, last: int
+) -> list[Revision]:
+    """Revisions ``first..last`` (inclusive, 1-based) of ``doc``, in order.
+
+    Raises ``CorruptEntry`` if the index or the revisions stream lacks one of them.
+    """
+    if last < first:
+        return []
+    out: list[Revision] = []
+    for start in range(first, last + 1, _PAGE):
+        stop = min(last, start + _PAGE - 1)
+        ids = await redis.lrange(keys.index(doc), start - 1, stop - 1)
+        if len(ids) != stop - start + 1:
+            raise CorruptEntry(f"index of {doc!r} lacks revisions {start}..{stop}")
+        async with redis.pipeline(transaction=False) as pipe:
+            for stream_id in ids:
+                pipe.xrange(keys.revisions, stream_id, stream_id)
+            replies = await pipe.execute()
+        for rev, reply in enumerate(replies, start):
+            if not reply:
+                raise CorruptEntry(f"revision {rev} of {doc!r} is missing from the log")
+            revision = decode_event(Revision, reply[0][1])
+            if revision.rev != rev or revision.doc != doc:
+                raise CorruptEntry(f"index of {doc!r} points revision {rev} at {revision.rev}")
+            out.append(revision)
+    return out
+
+
+def later_of(revision: Revision) -> Later:
+    """The splices a stored revision applied, for folding and rebasing."""
+    return Later(rev=revision.rev, splices=from_ops(revision.ops))
+
+
+async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = None) -> Loaded:
+    """The content of ``doc`` at its head (or at ``head``), checked against the hash.
+
+    Raises ``VerifyFailed`` if replaying the log does not give the head's hash.
+    """
+    if head is None:
+        head = await read_head(redis, keys, doc)
+    start = _Snapshot(0, EMPTY_HASH, [])
+    raw = await redis.get(keys.snapshot(doc))
+    if raw is not None:
+        try:
+            snap = _SNAP_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            snap = None
+        if snap is not None and snap.rev <= head.rev and content_hash(snap.lines) == snap.hash:
+            start = snap
+    lines = list(start.lines)
+    history = []
+    for revision in await revisions_of(redis, keys, doc, start.rev + 1, head.rev):
+        later = later_of(revision)
+        lines = fold(lines, later.splices)
+        history.append(later)
+    digest = content_hash(lines)
+    if digest != head.hash:
+        raise VerifyFailed(
+            f"{doc!r} at revision {head.rev}: the log replays to {digest}, the head says "
+            f"{head.hash}"
+        )
+    return Loaded(head.rev, digest, lines, history, start.rev)
+
+
+async def write_snapshot(redis: Redis, keys: Keys, doc: str, rev: int, lines: list[str]) -> None:
+    """Cache ``doc``'s content at ``rev``; readers check its hash before trusting it."""
+    await redis.set(
+        keys.snapshot(doc), _SNAP_ENCODER.encode(_Snapshot(rev, content_hash(lines), lines))
+    )
+
+
+async def iter_revisions(
+    redis: Redis, keys: Keys, start: str = "-", page: int = _PAGE
+) -> AsyncIterator[tuple[str, Revision]]:
+    """Every revision of every document in log order, from stream id ``start``."""
+    cursor = start
+    while True:
+        batch = await redis.xrange(keys.revisions, cursor, "+", count=page)
+        for stream_id, fields in batch:
+            yield stream_id.decode(), decode_event(Revision, fields)
+        if len(batch) < page:
+            return
+        cursor = "(" + batch[-1][0].decode()

@@ -1,0 +1,83 @@
+"""The one settings object, passed down explicitly (built from the environment in ``ops``)."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from streams.keys import Keys
+from streams.limits import Limits
+
+__all__ = ["Durability", "Fsync", "Settings"]
+
+
+class Fsync(enum.StrEnum):
+    """``appendfsync`` of the embedded server."""
+
+    EVERYSEC = "everysec"
+    ALWAYS = "always"
+
+
+class Durability(enum.StrEnum):
+    """When a submission counts as accepted."""
+
+    NORMAL = "normal"
+    """Once XADD returned."""
+    STRICT = "strict"
+    """Once the server fsynced it (``WAITAOF 1 0``)."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of patchlog, with defaults; durations in seconds unless named ``_ms``."""
+
+    redis_url: str | None = None
+    """Server to use; ``None`` starts the embedded server."""
+    namespace: str = "patchlog"
+    data_dir: str = ".patchlog"
+    """Folder of the embedded server's data (AOF) and logs."""
+    host: str = "127.0.0.1"
+    port: int = 6390
+    """Port of the embedded server."""
+    fsync: Fsync = Fsync.EVERYSEC
+    durability: Durability = Durability.NORMAL
+
+    socket_timeout: float = 5.0
+    """Timeout of every Redis call, on top of any BLOCK time."""
+    connect_timeout: float = 2.0
+    retries: int = 5
+    """Retries of a command after a connection error or timeout (exponential backoff)."""
+
+    batch: int = 256
+    """Entries a worker reads at once."""
+    block_ms: int = 1000
+    """How long one XREADGROUP waits for new entries."""
+    lease_ms: int = 10_000
+    """A worker's lease lifetime; it renews every third of it. Entries of a worker whose
+    lease expired are claimed by others."""
+    claim_interval: float = 2.0
+    """How often a worker looks for entries of dead workers."""
+    max_deliveries: int = 5
+    """Deliveries of one entry before it goes to the dead-letter stream."""
+    shutdown_grace: float = 10.0
+    """How long a stopping worker may finish the batch in hand."""
+
+    idempotency_window: float = 7 * 24 * 3600.0
+    """How long a patch id is remembered (and outcomes kept)."""
+    base_ahead_wait: float = 5.0
+    """How long a patch whose base does not exist yet waits for it."""
+    strict: bool = False
+    """Namespace-wide strict mode: any base but the head is ``stale``."""
+    snapshot_every: int = 100
+    """Revisions of a document between two cached content snapshots."""
+    dead_cap: int = 100_000
+    health_cap: int = 10_000
+
+    metrics_port: int = 0
+    """Port of a worker's /metrics endpoint; 0 for none."""
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+    @property
+    def keys(self) -> Keys:
+        """Key names in this namespace."""
+        return Keys(self.namespace)

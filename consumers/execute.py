@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, decode_normalized
 from consumers.runner import Entry, RetryLater, outcome_fields
-from projections.content import content_hash
+from projections.content import EMPTY_HASH, content_hash
 from projections.fold import plan
 from projections.patch import to_ops
 from projections.rebase import Later
@@ -59,6 +59,7 @@ class _Decision(msgspec.Struct):
     patch: NormalizedPatch
     kind: str  # 'c' commit, 'r' reject, 'n' noop, 'x' final reject
     head: int
+    head_hash: str
     outcome: Outcome
     revision: list[str] | None = None
     new_hash: str = ""
@@ -122,7 +123,8 @@ class ExecuteStage:
         finals: list[_Decision] = []
         for _ in range(_ROUNDS):
             await self._refresh_strict()
-            await self._load([p.doc for _, p in items])
+            ahead = [p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev]
+            await self._load([p.doc for _, p in items], ahead)
             committed = await self._committed_ids(items)
             await self._ensure_history(items)
             decisions = [d for eid, p in items if (d := self._plan(eid, p, committed))]
@@ -172,7 +174,11 @@ class ExecuteStage:
             return self._strict[doc]
         return self.settings.strict or self._strict.get("*", False)
 
-    async def _load(self, docs: Sequence[str]) -> None:
+    async def _load(self, docs: Sequence[str], ahead: Sequence[str] = ()) -> None:
+        """Cache the documents not cached yet; re-read those in ``ahead`` (a patch's base
+        is past the cached head: another worker has moved the document)."""
+        for doc in ahead:
+            self.docs.pop(doc, None)
         missing = list(dict.fromkeys(d for d in docs if d not in self.docs))
         if not missing:
             for doc in docs:
@@ -223,7 +229,7 @@ class ExecuteStage:
         common = {"id": patch.id, "doc": patch.doc, "src": patch.src}
         if patch.id in committed:
             outcome = Outcome(**common, status=OutcomeStatus.DUPLICATE, rev=doc.rev)
-            return _Decision(entry, patch, "n", doc.rev, outcome)
+            return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
         if patch.base > doc.rev:
             first_seen = self.waiting.setdefault(entry, (patch, time.monotonic()))[1]
             if time.monotonic() - first_seen < self.settings.base_ahead_wait:
@@ -248,10 +254,10 @@ class ExecuteStage:
                 code=err.code,
                 message=err.message,
             )
-            return _Decision(entry, patch, "r", doc.rev, outcome)
+            return _Decision(entry, patch, "r", doc.rev, doc.hash, outcome)
         if planned is None:
             outcome = Outcome(**common, status=OutcomeStatus.NOOP, rev=doc.rev)
-            return _Decision(entry, patch, "n", doc.rev, outcome)
+            return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
         rev = doc.rev + 1
         digest = content_hash(planned.content)
         revision = [
@@ -271,6 +277,7 @@ class ExecuteStage:
             patch,
             "c",
             doc.rev,
+            doc.hash,
             Outcome(**common, status=OutcomeStatus.COMMITTED, rev=rev),
             revision,
             digest,
@@ -292,7 +299,9 @@ class ExecuteStage:
             message=err.message,
             src=decision.patch.src,
         )
-        return _Decision(decision.entry, decision.patch, "x", decision.head, outcome)
+        return _Decision(
+            decision.entry, decision.patch, "x", decision.head, decision.head_hash, outcome
+        )
 
     async def _attach_entries(self, decisions: Sequence[_Decision]) -> None:
         """Rejections carry the submitted fields: read them from the ingress stream."""
@@ -316,6 +325,7 @@ class ExecuteStage:
             consumer,
             int(self.settings.idempotency_window * 1000),
             len(decisions),
+            EMPTY_HASH,
         ]
         for d in decisions:
             keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
@@ -325,6 +335,7 @@ class ExecuteStage:
                 d.entry,
                 d.kind,
                 d.head,
+                d.head_hash,
                 d.patch.src,
                 d.patch.digest,
                 _JSON.encode(outcome_fields(d.outcome, entry=d.outcome.entry)).decode(),

@@ -261,14 +261,14 @@ class Runner:
         deliveries = await self._deliveries(entry[0]) + attempts - 1
         self.lease.info.failed += 1
         self.log.warning(
-            "entry failed", entry=entry[0], deliveries=deliveries, error=repr(err), exc_info=False
+            "entry failed", entry=entry[0], deliveries=deliveries, error=_describe(err), exc_info=False
         )
         if deliveries >= self.settings.max_deliveries:
             self._failures.pop(entry[0], None)
-            await self._dead_letter(entry, repr(err), deliveries)
+            await self._dead_letter(entry, _describe(err), deliveries)
             return
         self._failures[entry[0]] = _Failure(
-            entry, attempts, time.monotonic() + self.backoff.compute(attempts), repr(err)
+            entry, attempts, time.monotonic() + self.backoff.compute(attempts), _describe(err)
         )
 
     async def _deliveries(self, entry_id: str) -> int:
@@ -373,6 +373,10 @@ class Runner:
                     return not await self._read(">")
                 return int(lag) == 0
         return True
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:

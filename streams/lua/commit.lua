@@ -3,17 +3,21 @@
 --   fence: the normalized entry is still pending for this consumer, else 'fenced';
 --   idempotency: if the patch id is already committed, the same payload gets a
 --     'duplicate' outcome ('dup'), another payload returns 'reuse' untouched;
---   CAS: the document head is the revision the decision was computed on, else 'cas'.
+--   CAS: the document head (revision and hash) is the one the decision was computed
+--     on, else 'cas'; after a 'cas' every later patch of that document in the batch is
+--     'cas' too (it was decided on top of the failed one).
 -- Then it writes the document head, the revision, the index, the outcome and the id
 -- record, and acknowledges the normalized entry: all or nothing, for that patch.
 --
 -- KEYS[1] normalized stream  KEYS[2] revisions  KEYS[3] outcomes  KEYS[4] docs set
 -- KEYS[4+3i-2..4+3i] per patch i: document head hash, revision index list, id record
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] id record ttl (ms)  ARGV[4] n
--- then per patch, 10 values:
+-- ARGV[5] hash of the empty document (the head of a document without revisions)
+-- then per patch, 11 values:
 --   entry   normalized stream id
 --   kind    'c' commit, 'r' reject, 'n' noop, 'x' final reject (no CAS, no id check)
 --   head    revision the decision was computed on (decimal)
+--   prev    hash of that revision
 --   src     ingress entry id
 --   digest  payload digest
 --   outcome flat JSON array [name, value, ...] of outcome fields, without 'at'
@@ -25,6 +29,8 @@
 -- Returns per patch {status, rev, revision stream id}; status is one of
 -- 'ok', 'fenced', 'cas', 'dup', 'reuse' (rev is then the first src instead).
 local group, consumer, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local empty = ARGV[5]
+local failed = {}
 local t = redis.call('TIME')
 local now = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
 local out = {}
@@ -36,9 +42,10 @@ local function add_at(flat)
 end
 
 for i = 1, n do
-  local a = 4 + (i - 1) * 10
-  local entry, kind, head = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local src, digest = ARGV[a + 4], ARGV[a + 5]
+  local a = 5 + (i - 1) * 11
+  local entry, kind, head, prevhash = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
+  local src, digest, outcome, record = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local revision, newhash, lines = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
   local k_doc, k_idx, k_id = KEYS[4 + 3 * i - 2], KEYS[4 + 3 * i - 1], KEYS[4 + 3 * i]
   local status, rev, revid = 'ok', '', ''
 
@@ -69,8 +76,10 @@ for i = 1, n do
   end
 
   if status == 'ok' and kind ~= 'x' then
-    local current = tonumber(redis.call('HGET', k_doc, 'rev') or '0')
-    if current ~= head then
+    local cur = redis.call('HMGET', k_doc, 'rev', 'hash')
+    local current, currenthash = tonumber(cur[1] or '0'), cur[2] or empty
+    if failed[k_doc] or current ~= head or currenthash ~= prevhash then
+      failed[k_doc] = true
       status, rev = 'cas', tostring(current)
     end
   end
@@ -78,21 +87,23 @@ for i = 1, n do
   if status == 'ok' then
     if kind == 'c' then
       rev = tostring(head + 1)
-      revid = redis.call('XADD', KEYS[2], '*', unpack(add_at(cjson.decode(ARGV[a + 8]))))
-      redis.call('HSET', k_doc, 'rev', rev, 'hash', ARGV[a + 9], 'lines', ARGV[a + 10])
+      local fields = cjson.decode(revision)
+      local name = fields[2]
+      revid = redis.call('XADD', KEYS[2], '*', unpack(add_at(fields)))
+      redis.call('HSET', k_doc, 'rev', rev, 'hash', newhash, 'lines', lines)
       redis.call('RPUSH', k_idx, revid)
       if head == 0 then
-        redis.call('SADD', KEYS[4], cjson.decode(ARGV[a + 8])[2])
+        redis.call('SADD', KEYS[4], name)
       end
     else
       rev = tostring(head)
     end
-    redis.call('XADD', KEYS[3], '*', unpack(add_at(cjson.decode(ARGV[a + 6]))))
+    redis.call('XADD', KEYS[3], '*', unpack(add_at(cjson.decode(outcome))))
     if kind == 'x' or prev == nil or prev.status ~= 'committed' then
-      local record = redis.call('LINDEX', k_id, 0)
-      if not record or cjson.decode(record).status ~= 'committed' then
+      local existing = redis.call('LINDEX', k_id, 0)
+      if not existing or cjson.decode(existing).status ~= 'committed' then
         redis.call('DEL', k_id)
-        redis.call('RPUSH', k_id, ARGV[a + 7])
+        redis.call('RPUSH', k_id, record)
         redis.call('PEXPIRE', k_id, ttl)
       end
     end

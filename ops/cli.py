@@ -1,0 +1,320 @@
+"""The ``patchlog`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+import uvloop
+
+from ops.config import env_help, load_settings
+from ops.logs import configure_logging
+from streams.errors import PatchlogError, ServerError
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop, the event loop of every patchlog process."""
+    return uvloop.run(coro)
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    base: dict[str, Any] = ctx.obj or {}
+    try:
+        return load_settings(overrides={**base, **overrides})
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def _url(settings: Settings) -> str:
+    return settings.redis_url or f"redis://{settings.host}:{settings.port}/0"
+
+
+def _handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except PatchlogError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+_ENV_TEXT = "\n".join(f"  {name} (default {default})" for name, default in env_help())
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=f"Environment (flags override):\n\n{_ENV_TEXT}",
+)
+@click.option("--redis-url", help="Use this server instead of the embedded one.")
+@click.option("--namespace", help="Key prefix (default patchlog).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Embedded server data.")
+@click.option("--port", type=int, help="Embedded server port (default 6390).")
+@click.option("--json-logs/--pretty-logs", default=None, help="Log format (default: by tty).")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    redis_url: str | None,
+    namespace: str | None,
+    data_dir: str | None,
+    port: int | None,
+    json_logs: bool | None,
+) -> None:
+    """patchlog: line patches to shared text documents, on Redis Streams.
+
+    Every patch is validated, ordered, applied exactly once, numbered and kept in a
+    revision log; the documents are a projection of that log.
+    """
+    configure_logging(json=json_logs)
+    ctx.obj = {"redis_url": redis_url, "namespace": namespace, "data_dir": data_dir, "port": port}
+
+
+@cli.command()
+@click.option("--normalize", "n_normalize", default=1, show_default=True, help="Normalize workers.")
+@click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
+@click.option("--fsync", type=click.Choice(["everysec", "always"]), help="Embedded appendfsync.")
+@click.option("--metrics-port", type=int, default=0, help="First worker metrics port (0: none).")
+@click.pass_context
+@_handle_errors
+def up(ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, metrics_port: int) -> None:
+    """Run the pipeline: the server (embedded unless a URL is set) and the stage workers.
+
+    Ctrl-C stops everything cleanly.
+    """
+    from ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
+
+    settings = _settings(ctx, fsync=fsync)
+
+    async def main() -> None:
+        supervisor = Supervisor(
+            settings, normalize=n_normalize, execute=n_execute, metrics_base=metrics_port
+        )
+        loop = asyncio.get_running_loop()
+        import signal  # noqa: PLC0415
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, supervisor.stop)
+        await supervisor.start()
+        where = (
+            f"embedded server {supervisor.url} (data in {Path(settings.data_dir).resolve()})"
+            if supervisor.server
+            else f"server {settings.redis_url}"
+        )
+        click.echo(f"patchlog up: {where}")
+        click.echo(f"  workers: {n_normalize} normalize, {n_execute} execute")
+        if metrics_port:
+            ports = f"{metrics_port}..{metrics_port + n_normalize + n_execute - 1}"
+            click.echo(f"  metrics: http://127.0.0.1:{ports}/metrics")
+        click.echo(
+            f"  submit: redis-cli -p {settings.port} XADD {settings.keys.patches} '*' doc hello "
+            "base 0 ops '[{\"op\":\"insert\",\"at\":1,\"lines\":[\"hi\"]}]'"
+        )
+        click.echo("  Ctrl-C stops everything.")
+        try:
+            await supervisor.watch()
+        finally:
+            click.echo("stopping...")
+            await supervisor.shutdown()
+
+    run(main())
+
+
+@cli.command()
+@click.argument("stage", type=click.Choice(["normalize", "execute"]))
+@click.option("--name", help="Consumer name (stable per worker slot; default stage-host-pid).")
+@click.option("--burst", is_flag=True, help="Drain the stream and the pending list, then exit.")
+@click.pass_context
+@_handle_errors
+def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> None:
+    """Run one stage worker (for systemd, Kubernetes, or scaling by hand)."""
+    from ops.worker import default_consumer, run_worker  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    status = run(run_worker(settings, _url(settings), stage, name or default_consumer(stage), burst=burst))
+    sys.exit(status)
+
+
+@cli.command()
+@click.option("--fsync", type=click.Choice(["everysec", "always"]), help="appendfsync.")
+@click.pass_context
+@_handle_errors
+def server(ctx: click.Context, fsync: str | None) -> None:
+    """Run the embedded server alone, until Ctrl-C."""
+    from streams.server import EmbeddedServer  # noqa: PLC0415
+
+    settings = _settings(ctx, fsync=fsync)
+
+    async def main() -> None:
+        srv = EmbeddedServer(
+            Path(settings.data_dir), host=settings.host, port=settings.port, fsync=settings.fsync
+        )
+        await srv.start()
+        click.echo(f"server {srv.url}, data in {srv.data_dir}; Ctrl-C stops it")
+        stop = asyncio.Event()
+        import signal  # noqa: PLC0415
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        assert srv.process is not None
+        died = asyncio.create_task(srv.process.wait())
+        await asyncio.wait([waiter, died], return_when=asyncio.FIRST_COMPLETED)
+        await srv.stop()
+
+    run(main())
+
+
+async def _client_call(settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0) -> T:
+    from streams.client import Client  # noqa: PLC0415
+    from streams.connection import connect  # noqa: PLC0415
+
+    redis = connect(settings, _url(settings), name="patchlog-cli", block_ms=int(block * 1000))
+    try:
+        try:
+            await redis.ping()
+        except Exception as err:
+            raise ServerError(
+                f"no server at {_url(settings)} ({err}); start one with `patchlog up`, "
+                "or set PATCHLOG_REDIS_URL"
+            ) from None
+        return await action(Client(redis, settings.keys, settings.durability))
+    finally:
+        await redis.aclose()
+
+
+@cli.command()
+@click.option("--doc", required=True, help="Document name.")
+@click.option("--base", required=True, type=int, help="Revision the line numbers refer to.")
+@click.option("--ops", "ops_json", help="Ops as JSON, e.g. '[{\"op\":\"insert\",\"at\":1,\"lines\":[\"x\"]}]'.")
+@click.option("--diff", "diff_file", type=click.File("r"), help="Unified diff file ('-' for stdin).")
+@click.option("--id", "patch_id", help="Idempotency key (default: a random one).")
+@click.option("--author", help="Who submits it.")
+@click.option("--wait", is_flag=True, help="Wait for the outcome and print it.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--dry-run", is_flag=True, help="Validate against the head; print the diff; submit nothing.")
+@click.pass_context
+@_handle_errors
+def submit(
+    ctx: click.Context,
+    doc: str,
+    base: int,
+    ops_json: str | None,
+    diff_file: Any,
+    patch_id: str | None,
+    author: str | None,
+    wait: bool,
+    timeout: float,
+    dry_run: bool,
+) -> None:
+    """Submit a patch; with --wait print its outcome (exit 1 when rejected)."""
+    if (ops_json is None) == (diff_file is None):
+        raise click.UsageError("give exactly one of --ops and --diff")
+    diff = diff_file.read() if diff_file is not None else None
+    settings = _settings(ctx)
+    if dry_run:
+        from ops.dryrun import dry_run as check  # noqa: PLC0415
+
+        text, ok = run(
+            _client_call(settings, lambda c: check(c, settings, doc, base, ops_json, diff))
+        )
+        click.echo(text, nl=False)
+        sys.exit(0 if ok else 1)
+    try:
+        ops = json.loads(ops_json) if ops_json is not None else None
+    except json.JSONDecodeError as err:
+        raise click.UsageError(f"--ops is not JSON: {err}") from None
+
+    async def go(client: Any) -> Any:
+        pid = await client.submit(doc, base, ops=ops, diff=diff, id=patch_id, author=author)
+        if not wait:
+            return pid, None
+        return pid, await client.wait(pid, timeout)
+
+    pid, outcome = run(_client_call(settings, go, block=1.5))
+    if outcome is None:
+        click.echo(pid)
+        return
+    click.echo(msgspec.json.encode(outcome).decode())
+    sys.exit(1 if outcome.status == "rejected" else 0)
+
+
+@cli.command()
+@click.argument("doc")
+@click.option("--rev", type=int, help="Show the document at this revision.")
+@click.pass_context
+@_handle_errors
+def show(ctx: click.Context, doc: str, rev: int | None) -> None:
+    """Print a document (at its head, or at --rev)."""
+    from projections.history import content_at  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    _, lines = run(_client_call(settings, lambda c: content_at(c.redis, settings.keys, doc, rev)))
+    for line in lines:
+        click.echo(line)
+
+
+@cli.command(name="log")
+@click.argument("doc")
+@click.option("--limit", default=50, show_default=True, help="Newest revisions to list.")
+@click.pass_context
+@_handle_errors
+def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
+    """List a document's revisions, newest first."""
+    from projections.history import revision_log  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    for row in run(_client_call(settings, lambda c: revision_log(c.redis, settings.keys, doc, limit))):
+        click.echo(row)
+
+
+@cli.command()
+@click.pass_context
+@_handle_errors
+def verify(ctx: click.Context) -> None:
+    """Rebuild every document from the revision log and compare with the live heads."""
+    from projections.rebuild import verify as check  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    report = run(_client_call(settings, lambda c: check(c.redis, settings.keys)))
+    for problem in report.problems:
+        click.echo(f"MISMATCH {problem}")
+    click.echo(
+        f"{report.documents} documents, {report.revisions} revisions: "
+        + ("the log reproduces the live state" if report.ok else f"{len(report.problems)} problems")
+    )
+    sys.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@click.option("--patches", default=3000, show_default=True, help="Patches to submit.")
+@click.option("--agents", default=8, show_default=True, help="Concurrent simulated agents.")
+@click.option("--docs", "n_docs", default=20, show_default=True, help="Documents.")
+@click.option("--keep", is_flag=True, help="Keep the temporary data folder.")
+@_handle_errors
+def demo(patches: int, agents: int, n_docs: int, keep: bool) -> None:
+    """Run a pipeline on a fresh embedded server, let agents patch documents, check it."""
+    from ops.demo import run_demo  # noqa: PLC0415
+
+    sys.exit(run(run_demo(patches=patches, agents=agents, docs=n_docs, keep=keep)))
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="patchlog")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""``submit --dry-run``: decide a patch against the current head without submitting it."""
+
+from __future__ import annotations
+
+import json
+
+from consumers.normalize import normalize_entry
+from projections.diff import render_diff
+from projections.fold import plan
+from streams.client import Client
+from streams.errors import Rejected
+from streams.log import later_of, load_content, read_head, revisions_of
+from streams.settings import Settings
+
+__all__ = ["dry_run"]
+
+
+async def dry_run(
+    client: Client, settings: Settings, doc: str, base: int, ops_json: str | None, diff: str | None
+) -> tuple[str, bool]:
+    """The unified diff the patch would make now (or its rejection), and whether it is
+    accepted. Nothing is written."""
+    fields = {b"doc": doc.encode(), b"base": str(base).encode()}
+    if ops_json is not None:
+        fields[b"ops"] = ops_json.encode()
+    if diff is not None:
+        fields[b"diff"] = diff.encode()
+    try:
+        patch = normalize_entry(("0-0", fields), settings)
+        head = await read_head(client.redis, client.keys, doc)
+        loaded = await load_content(client.redis, client.keys, doc, head)
+        later = []
+        if 0 <= patch.base < head.rev:
+            later = [
+                later_of(r)
+                for r in await revisions_of(client.redis, client.keys, doc, patch.base + 1, head.rev)
+            ]
+        planned = plan(
+            loaded.lines,
+            head.rev,
+            later,
+            base=patch.base,
+            splices=patch.splices,
+            diff=patch.diff,
+            strict=settings.strict,
+            limits=settings.limits,
+        )
+    except Rejected as err:
+        return json.dumps({"status": "rejected", "code": err.code.value, "message": err.message}) + "\n", False
+    if planned is None:
+        return f"noop: {doc} at revision {head.rev} would not change\n", True
+    header = f"# {doc}: revision {head.rev} -> {head.rev + 1} (not submitted)\n"
+    return header + render_diff(loaded.lines, planned.content, doc), True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -27,7 +28,7 @@ from streams.codec import entry_text, id_reuse
 from streams.errors import Rejected
 from streams.keys import EXECUTE
 from streams.log import Head, later_of, load_content, read_heads, revisions_of, write_snapshot
-from streams.schema import IdRecord, Outcome, OutcomeStatus, RejectCode
+from streams.schema import IdRecord, Outcome, OutcomeStatus
 from streams.scripts import Scripts
 from streams.settings import Settings
 
@@ -46,7 +47,9 @@ class _Doc:
 
     __slots__ = ("hash", "history", "lines", "rev", "snapshot_rev")
 
-    def __init__(self, rev: int, digest: str, lines: list[str], history: Sequence[Later], snap: int):
+    def __init__(
+        self, rev: int, digest: str, lines: list[str], history: Sequence[Later], snap: int
+    ):
         self.rev = rev
         self.hash = digest
         self.lines = lines
@@ -64,6 +67,20 @@ class _Decision(msgspec.Struct):
     revision: list[str] | None = None
     new_hash: str = ""
     lines: int = 0
+
+
+def _outcome(
+    patch: NormalizedPatch, status: OutcomeStatus, rev: int, err: Rejected | None = None
+) -> Outcome:
+    return Outcome(
+        id=patch.id,
+        doc=patch.doc,
+        status=status,
+        rev=rev,
+        code=None if err is None else err.code,
+        message=None if err is None else err.message,
+        src=patch.src,
+    )
 
 
 class ExecuteStage:
@@ -123,7 +140,9 @@ class ExecuteStage:
         finals: list[_Decision] = []
         for _ in range(_ROUNDS):
             await self._refresh_strict()
-            ahead = [p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev]
+            ahead = [
+                p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
+            ]
             await self._load([p.doc for _, p in items], ahead)
             committed = await self._committed_ids(items)
             await self._ensure_history(items)
@@ -165,7 +184,7 @@ class ExecuteStage:
     async def _refresh_strict(self) -> None:
         if time.monotonic() - self._strict_at < 2.0:
             return
-        raw = await self.redis.hgetall(self.keys.strict)
+        raw: Any = await self.redis.hgetall(self.keys.strict)
         self._strict = {k.decode(): v in (b"1", b"on", b"true") for k, v in raw.items()}
         self._strict_at = time.monotonic()
 
@@ -226,9 +245,8 @@ class ExecuteStage:
 
     def _plan(self, entry: str, patch: NormalizedPatch, committed: set[str]) -> _Decision | None:
         doc = self.docs[patch.doc]
-        common = {"id": patch.id, "doc": patch.doc, "src": patch.src}
         if patch.id in committed:
-            outcome = Outcome(**common, status=OutcomeStatus.DUPLICATE, rev=doc.rev)
+            outcome = _outcome(patch, OutcomeStatus.DUPLICATE, doc.rev)
             return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
         if patch.base > doc.rev:
             first_seen = self.waiting.setdefault(entry, (patch, time.monotonic()))[1]
@@ -247,16 +265,10 @@ class ExecuteStage:
                 limits=self.settings.limits,
             )
         except Rejected as err:
-            outcome = Outcome(
-                **common,
-                status=OutcomeStatus.REJECTED,
-                rev=doc.rev,
-                code=err.code,
-                message=err.message,
-            )
+            outcome = _outcome(patch, OutcomeStatus.REJECTED, doc.rev, err)
             return _Decision(entry, patch, "r", doc.rev, doc.hash, outcome)
         if planned is None:
-            outcome = Outcome(**common, status=OutcomeStatus.NOOP, rev=doc.rev)
+            outcome = _outcome(patch, OutcomeStatus.NOOP, doc.rev)
             return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
         rev = doc.rev + 1
         digest = content_hash(planned.content)
@@ -278,7 +290,7 @@ class ExecuteStage:
             "c",
             doc.rev,
             doc.hash,
-            Outcome(**common, status=OutcomeStatus.COMMITTED, rev=rev),
+            _outcome(patch, OutcomeStatus.COMMITTED, rev),
             revision,
             digest,
             len(planned.content),
@@ -290,15 +302,7 @@ class ExecuteStage:
 
     def _reuse(self, decision: _Decision, first_src: str) -> _Decision:
         err = id_reuse(decision.patch.id, first_src)
-        outcome = Outcome(
-            id=decision.patch.id,
-            doc=decision.patch.doc,
-            status=OutcomeStatus.REJECTED,
-            rev=decision.head,
-            code=RejectCode.ID_REUSE,
-            message=err.message,
-            src=decision.patch.src,
-        )
+        outcome = _outcome(decision.patch, OutcomeStatus.REJECTED, decision.head, err)
         return _Decision(
             decision.entry, decision.patch, "x", decision.head, decision.head_hash, outcome
         )
@@ -316,9 +320,7 @@ class ExecuteStage:
             if reply:
                 d.outcome = msgspec.structs.replace(d.outcome, entry=entry_text(reply[0][1]))
 
-    async def _commit(
-        self, consumer: str, decisions: Sequence[_Decision]
-    ) -> list[tuple[str, str]]:
+    async def _commit(self, consumer: str, decisions: Sequence[_Decision]) -> list[tuple[str, str]]:
         keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
         args: list[str | int] = [
             self.name,

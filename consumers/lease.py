@@ -54,6 +54,7 @@ class Lease:
             started=time.time(),
         )
         self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
         self.renewed_at = 0.0
 
     async def renew(self) -> None:
@@ -69,19 +70,25 @@ class Lease:
 
     async def _loop(self) -> None:
         interval = self.ttl_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
+        while not self._done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), interval)
+                return
             try:
                 await self.renew()
             except RedisError as err:
-                log.warning("lease renewal failed", key=self.key, error=str(err))
+                log.warning(
+                    "lease renewal failed", key=self.key, error=f"{type(err).__name__}: {err}"
+                )
 
     async def release(self) -> None:
         """Stop renewing and delete the lease, so others may claim what is left at once."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Let a renewal in flight finish: cancelling a command midway can leave the
+            # connection in a state that makes the delete below wait.
+            self._done.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._task, self.ttl_ms / 1000)
             self._task = None
         with contextlib.suppress(RedisError):
             await self.redis.delete(self.key)

@@ -31,19 +31,18 @@ def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
     """Decode and normalize one ingress entry; raises ``Rejected``."""
     src, fields = entry
     patch = decode_ingress(fields, settings.limits)
-    patch_id = patch.id or src
-    common = {
-        "id": patch_id,
-        "src": src,
-        "doc": patch.doc,
-        "base": patch.base,
-        "digest": payload_digest(patch),
-        "author": patch.author or "",
-    }
-    if patch.ops is not None:
-        return NormalizedPatch(**common, splices=normalize(patch.ops, settings.limits))
-    assert patch.diff is not None
-    return NormalizedPatch(**common, diff=parse_diff(patch.diff, settings.limits))
+    splices = normalize(patch.ops, settings.limits) if patch.ops is not None else ()
+    diff = parse_diff(patch.diff, settings.limits) if patch.diff is not None else None
+    return NormalizedPatch(
+        id=patch.id or src,
+        src=src,
+        doc=patch.doc,
+        base=patch.base,
+        digest=payload_digest(patch),
+        author=patch.author or "",
+        splices=splices,
+        diff=diff,
+    )
 
 
 def _identify(entry: Entry) -> tuple[str, str]:

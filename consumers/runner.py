@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -140,7 +140,9 @@ class Runner:
     async def ensure_group(self) -> None:
         """Create the stream and the group from id 0 if missing (idempotent)."""
         try:
-            await self.redis.xgroup_create(self.stage.stream, self.stage.name, id="0", mkstream=True)
+            await self.redis.xgroup_create(
+                self.stage.stream, self.stage.name, id="0", mkstream=True
+            )
         except ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
@@ -203,8 +205,10 @@ class Runner:
 
     async def _read(self, start: str) -> list[Entry]:
         waiting = self.stage.busy() or bool(self._failures)
-        block = min(self.settings.block_ms, 100) if waiting or self.drain else self.settings.block_ms
-        reply = await self.redis.xreadgroup(
+        block = (
+            min(self.settings.block_ms, 100) if waiting or self.drain else self.settings.block_ms
+        )
+        reply: Any = await self.redis.xreadgroup(
             self.stage.name,
             self.consumer,
             {self.stage.stream: start},
@@ -238,7 +242,7 @@ class Runner:
         try:
             await self.stage.handle(self.consumer, entries)
             self.lease.info.processed += len(entries)
-        except Exception as err:  # noqa: BLE001 - a stage bug must not kill the worker
+        except Exception as err:  # a stage bug must not kill the worker
             if not is_transient(err):
                 await self._isolate(entries, err)
                 return
@@ -261,7 +265,11 @@ class Runner:
         deliveries = await self._deliveries(entry[0]) + attempts - 1
         self.lease.info.failed += 1
         self.log.warning(
-            "entry failed", entry=entry[0], deliveries=deliveries, error=_describe(err), exc_info=False
+            "entry failed",
+            entry=entry[0],
+            deliveries=deliveries,
+            error=_describe(err),
+            exc_info=False,
         )
         if deliveries >= self.settings.max_deliveries:
             self._failures.pop(entry[0], None)
@@ -313,7 +321,12 @@ class Runner:
             "consumer", self.consumer,
         ]  # fmt: skip
         result = await self.scripts.dead(
-            keys=[self.stage.stream, self.keys.dead, self.keys.outcomes, self.keys.patch_id(patch_id)],
+            keys=[
+                self.stage.stream,
+                self.keys.dead,
+                self.keys.outcomes,
+                self.keys.patch_id(patch_id),
+            ],
             args=[
                 self.stage.name,
                 self.consumer,
@@ -350,7 +363,9 @@ class Runner:
                     (eid.decode(), _pairs(fields)) for eid, fields in claimed if fields is not None
                 ]
                 if entries:
-                    self.log.info("claimed entries of a dead worker", victim=victim, count=len(entries))
+                    self.log.info(
+                        "claimed entries of a dead worker", victim=victim, count=len(entries)
+                    )
                     await self._process(entries)
                 if removed or not claimed:
                     break

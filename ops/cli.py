@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 import uvloop
+from redis.exceptions import RedisError
 
 from ops.config import env_help, load_settings
 from ops.logs import configure_logging
@@ -89,7 +90,9 @@ def cli(
 @click.option("--metrics-port", type=int, default=0, help="First worker metrics port (0: none).")
 @click.pass_context
 @_handle_errors
-def up(ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, metrics_port: int) -> None:
+def up(
+    ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, metrics_port: int
+) -> None:
     """Run the pipeline: the server (embedded unless a URL is set) and the stage workers.
 
     Ctrl-C stops everything cleanly.
@@ -109,7 +112,7 @@ def up(ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, 
             loop.add_signal_handler(sig, supervisor.stop)
         await supervisor.start()
         where = (
-            f"embedded server {supervisor.url} (data in {Path(settings.data_dir).resolve()})"
+            f"embedded server {supervisor.url} (data in {supervisor.server.data_dir})"
             if supervisor.server
             else f"server {settings.redis_url}"
         )
@@ -120,7 +123,7 @@ def up(ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, 
             click.echo(f"  metrics: http://127.0.0.1:{ports}/metrics")
         click.echo(
             f"  submit: redis-cli -p {settings.port} XADD {settings.keys.patches} '*' doc hello "
-            "base 0 ops '[{\"op\":\"insert\",\"at\":1,\"lines\":[\"hi\"]}]'"
+            'base 0 ops \'[{"op":"insert","at":1,"lines":["hi"]}]\''
         )
         click.echo("  Ctrl-C stops everything.")
         try:
@@ -143,7 +146,9 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> Non
     from ops.worker import default_consumer, run_worker  # noqa: PLC0415
 
     settings = _settings(ctx)
-    status = run(run_worker(settings, _url(settings), stage, name or default_consumer(stage), burst=burst))
+    status = run(
+        run_worker(settings, _url(settings), stage, name or default_consumer(stage), burst=burst)
+    )
     sys.exit(status)
 
 
@@ -177,7 +182,9 @@ def server(ctx: click.Context, fsync: str | None) -> None:
     run(main())
 
 
-async def _client_call(settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0) -> T:
+async def _client_call(
+    settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0
+) -> T:
     from streams.client import Client  # noqa: PLC0415
     from streams.connection import connect  # noqa: PLC0415
 
@@ -185,7 +192,7 @@ async def _client_call(settings: Settings, action: Callable[[Any], Awaitable[T]]
     try:
         try:
             await redis.ping()
-        except Exception as err:
+        except RedisError as err:
             raise ServerError(
                 f"no server at {_url(settings)} ({err}); start one with `patchlog up`, "
                 "or set PATCHLOG_REDIS_URL"
@@ -198,13 +205,19 @@ async def _client_call(settings: Settings, action: Callable[[Any], Awaitable[T]]
 @cli.command()
 @click.option("--doc", required=True, help="Document name.")
 @click.option("--base", required=True, type=int, help="Revision the line numbers refer to.")
-@click.option("--ops", "ops_json", help="Ops as JSON, e.g. '[{\"op\":\"insert\",\"at\":1,\"lines\":[\"x\"]}]'.")
-@click.option("--diff", "diff_file", type=click.File("r"), help="Unified diff file ('-' for stdin).")
+@click.option(
+    "--ops", "ops_json", help='Ops as JSON, e.g. \'[{"op":"insert","at":1,"lines":["x"]}]\'.'
+)
+@click.option(
+    "--diff", "diff_file", type=click.File("r"), help="Unified diff file ('-' for stdin)."
+)
 @click.option("--id", "patch_id", help="Idempotency key (default: a random one).")
 @click.option("--author", help="Who submits it.")
 @click.option("--wait", is_flag=True, help="Wait for the outcome and print it.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
-@click.option("--dry-run", is_flag=True, help="Validate against the head; print the diff; submit nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Validate against the head; print the diff; submit nothing."
+)
 @click.pass_context
 @_handle_errors
 def submit(
@@ -276,7 +289,9 @@ def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
     from projections.history import revision_log  # noqa: PLC0415
 
     settings = _settings(ctx)
-    for row in run(_client_call(settings, lambda c: revision_log(c.redis, settings.keys, doc, limit))):
+    for row in run(
+        _client_call(settings, lambda c: revision_log(c.redis, settings.keys, doc, limit))
+    ):
         click.echo(row)
 
 

@@ -34,9 +34,9 @@ __all__ = ["free_port", "run_demo"]
 _MALFORMED: list[dict[str, str]] = [
     {"doc": "d", "base": "0"},
     {"doc": "d", "base": "x", "ops": "[]"},
-    {"doc": "d", "base": "0", "ops": "[{\"op\":\"insert\",\"at\":0,\"lines\":[\"a\"]}]"},
+    {"doc": "d", "base": "0", "ops": '[{"op":"insert","at":0,"lines":["a"]}]'},
     {"doc": "d", "base": "0", "ops": "{not json"},
-    {"doc": "d", "base": "0", "ops": "[{\"op\":\"delete\",\"from\":true}]"},
+    {"doc": "d", "base": "0", "ops": '[{"op":"delete","from":true}]'},
     {"doc": "../escape", "base": "0", "ops": "[]"},
 ]
 

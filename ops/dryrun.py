@@ -33,7 +33,9 @@ async def dry_run(
         if 0 <= patch.base < head.rev:
             later = [
                 later_of(r)
-                for r in await revisions_of(client.redis, client.keys, doc, patch.base + 1, head.rev)
+                for r in await revisions_of(
+                    client.redis, client.keys, doc, patch.base + 1, head.rev
+                )
             ]
         planned = plan(
             loaded.lines,
@@ -46,7 +48,9 @@ async def dry_run(
             limits=settings.limits,
         )
     except Rejected as err:
-        return json.dumps({"status": "rejected", "code": err.code.value, "message": err.message}) + "\n", False
+        return json.dumps(
+            {"status": "rejected", "code": err.code.value, "message": err.message}
+        ) + "\n", False
     if planned is None:
         return f"noop: {doc} at revision {head.rev} would not change\n", True
     header = f"# {doc}: revision {head.rev} -> {head.rev + 1} (not submitted)\n"

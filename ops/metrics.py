@@ -6,9 +6,7 @@ from prometheus_client import Counter, start_http_server
 
 __all__ = ["OUTCOMES", "PROCESSED", "serve_metrics"]
 
-PROCESSED = Counter(
-    "patchlog_entries_processed_total", "Stream entries a stage decided", ["stage"]
-)
+PROCESSED = Counter("patchlog_entries_processed_total", "Stream entries a stage decided", ["stage"])
 OUTCOMES = Counter("patchlog_outcomes_total", "Outcomes recorded", ["stage", "status"])
 
 

@@ -15,7 +15,7 @@ import structlog
 
 from consumers.backoff import Backoff
 from streams.keys import EXECUTE, NORMALIZE
-from streams.server import EmbeddedServer
+from streams.server import EmbeddedServer, die_with_parent
 from streams.settings import Settings
 
 __all__ = ["Supervisor", "WorkerProcess"]
@@ -47,6 +47,7 @@ class WorkerProcess:
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         self.started = time.monotonic()
 
@@ -127,13 +128,15 @@ class Supervisor:
                     worker.restarts = 0
                 worker.restarts += 1
                 delay = self.backoff.compute(worker.restarts)
-                log.warning("worker exited; restarting", worker=worker.name, status=status, delay=delay)
+                log.warning(
+                    "worker exited; restarting", worker=worker.name, status=status, delay=delay
+                )
                 await asyncio.sleep(delay)
                 await worker.start()
-            if self.server is not None and self.server.process is not None:
-                if self.server.process.returncode is not None:
-                    log.error("the embedded server exited", status=self.server.process.returncode)
-                    self._stop.set()
+            process = self.server.process if self.server is not None else None
+            if process is not None and process.returncode is not None:
+                log.error("the embedded server exited", status=process.returncode)
+                self._stop.set()
 
     async def shutdown(self) -> None:
         """SIGTERM the workers, wait for them (bounded), then stop the server."""

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import traceback
 
 import structlog
 
@@ -38,9 +39,23 @@ def default_consumer(stage: str) -> str:
 async def run_worker(
     settings: Settings, url: str, stage_name: str, consumer: str, *, burst: bool = False
 ) -> int:
-    """Run one stage worker; returns the process exit status."""
+    """Run one stage worker; returns the process exit status (0 after a clean stop)."""
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; choose from {', '.join(STAGES)}")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(130)  # a second signal: exit at once; pending entries are claimed later
+        stop.set()
+
+    # Installed first, so that a signal during start-up still means a clean stop.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
     redis = connect(settings, url, name=f"patchlog-{consumer}", block_ms=settings.block_ms)
     try:
         info = await check_server(redis)
@@ -57,41 +72,38 @@ async def run_worker(
             serve_metrics(settings.metrics_port)
         structlog.contextvars.bind_contextvars(stage=stage_name, consumer=consumer)
         log.info("connected", server=info.product, version=".".join(map(str, info.version)))
-        return await _run_until_signalled(runner, settings.shutdown_grace)
+        return await _run_until_stopped(runner, stop, settings.shutdown_grace)
     except ServerError as err:
-        log.error("server unusable", error=str(err))
+        log.exception("server unusable", error=str(err))
         return 2
     finally:
         with contextlib.suppress(Exception):
             await redis.aclose()
 
 
-async def _run_until_signalled(runner: Runner, grace: float) -> int:
-    loop = asyncio.get_running_loop()
-    signals = 0
-    stopped_at: asyncio.Future[None] = loop.create_future()
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            os._exit(130)  # a second signal: exit at once, pending entries are claimed later
-        runner.stop()
-        if not stopped_at.done():
-            stopped_at.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+async def _run_until_stopped(runner: Runner, stop: asyncio.Event, grace: float) -> int:
     task = asyncio.create_task(runner.run())
-    await asyncio.wait([task, stopped_at], return_when=asyncio.FIRST_COMPLETED)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    runner.stop()
     if not task.done():
-        try:
-            await asyncio.wait_for(asyncio.shield(task), grace)
-        except TimeoutError:
-            log.warning("shutdown grace ran out; cancelling the batch in hand", grace=grace)
+        done, _ = await asyncio.wait([task], timeout=grace)
+        if not done:
+            stack = (
+                "".join(traceback.format_stack(task.get_stack(limit=20)[-1]))
+                if task.get_stack()
+                else ""
+            )
+            log.warning(
+                "shutdown grace ran out; cancelling the batch in hand", grace=grace, where=stack
+            )
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             return 1
-    task.result()
+    stopped.cancel()
+    error = task.exception()
+    if error is not None:
+        log.error("worker failed", error=f"{type(error).__name__}: {error}", exc_info=error)
+        return 1
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from redis.asyncio import Redis
 
@@ -54,7 +56,9 @@ async def rebuild(
         doc.hash = content_hash(doc.lines)
         doc.rev = revision.rev
         if doc.hash != revision.hash:
-            found.append(f"{where}: content hashes to {doc.hash[:12]}, recorded {revision.hash[:12]}")
+            found.append(
+                f"{where}: content hashes to {doc.hash[:12]}, recorded {revision.hash[:12]}"
+            )
         if len(doc.lines) != revision.lines:
             found.append(f"{where}: {len(doc.lines)} lines, recorded {revision.lines}")
     return docs
@@ -64,7 +68,8 @@ async def verify(redis: Redis, keys: Keys) -> VerifyReport:
     """Rebuild from the log and compare with every live document head."""
     problems: list[str] = []
     docs = await rebuild(redis, keys, problems)
-    names = sorted({m.decode() for m in await redis.smembers(keys.docs)} | set(docs))
+    members: Any = await redis.smembers(keys.docs)
+    names = sorted({m.decode() for m in members} | set(docs))
     heads = await read_heads(redis, keys, names)
     for name in names:
         head = heads[name]

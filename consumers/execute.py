@@ -19,6 +19,7 @@ import structlog
 from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, decode_normalized
+from consumers.metrics import OUTCOMES, RETRIES
 from consumers.runner import Entry, RetryLater, outcome_fields
 from projections.content import EMPTY_HASH, content_hash
 from projections.fold import plan
@@ -175,11 +176,13 @@ class ExecuteStage:
             if not retry and not finals:
                 return
             self.cas_retries += len(retry)
+            RETRIES.inc(len(retry))
             items = retry
         raise RetryLater(f"{len(items)} patches lost the head race {_ROUNDS} times")
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+        OUTCOMES.labels(self.name, what).inc()
 
     async def _refresh_strict(self) -> None:
         if time.monotonic() - self._strict_at < 2.0:

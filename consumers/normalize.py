@@ -12,6 +12,7 @@ import structlog
 from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, encode_normalized
+from consumers.metrics import OUTCOMES
 from consumers.runner import Entry, outcome_fields
 from projections.diff import parse_diff
 from projections.patch import normalize
@@ -114,9 +115,11 @@ class NormalizeStage:
                     _JSON.encode(outcome),
                 ]
                 self.rejected += 1
+                OUTCOMES.labels(self.name, "rejected").inc()
                 log.info("rejected", src=entry[0], id=patch_id, doc=doc, code=err.code.value)
                 continue
             keys.append(self.keys.patch_id(patch.id))
             args += [entry[0], "f", encode_normalized(patch), ""]
             self.forwarded += 1
+            OUTCOMES.labels(self.name, "forwarded").inc()
         await self.scripts.forward(keys=keys, args=args)

@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.backoff import Backoff
 from consumers.lease import Lease
+from consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
 from streams.codec import entry_text
 from streams.errors import PatchlogError
 from streams.keys import Keys
@@ -37,7 +38,16 @@ from streams.schema import Outcome, OutcomeStatus, RejectCode
 from streams.scripts import Scripts
 from streams.settings import Settings
 
-__all__ = ["Entry", "RetryLater", "Runner", "Stage", "is_transient", "outcome_fields"]
+__all__ = [
+    "Entry",
+    "RetryLater",
+    "Runner",
+    "Stage",
+    "is_transient",
+    "outcome_fields",
+    "trim_acknowledged",
+    "trim_older_than",
+]
 
 log = structlog.get_logger("patchlog.runner")
 
@@ -104,6 +114,7 @@ class Runner:
         *,
         drain: bool = False,
         trims: Sequence[str] = (),
+        aged: Sequence[tuple[str, float]] = (),
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -113,6 +124,7 @@ class Runner:
         self.consumer = consumer
         self.drain = drain
         self.trims = tuple(trims)
+        self.aged = tuple(aged)
         self.lease = Lease(
             redis,
             self.keys.lease(stage.name, consumer),
@@ -240,8 +252,10 @@ class Runner:
 
     async def _process(self, entries: Sequence[Entry]) -> None:
         try:
-            await self.stage.handle(self.consumer, entries)
+            with BATCH_SECONDS.labels(self.stage.name).time():
+                await self.stage.handle(self.consumer, entries)
             self.lease.info.processed += len(entries)
+            PROCESSED.labels(self.stage.name).inc(len(entries))
         except Exception as err:  # a stage bug must not kill the worker
             if not is_transient(err):
                 await self._isolate(entries, err)
@@ -338,6 +352,7 @@ class Runner:
                 int(self.settings.idempotency_window * 1000),
             ],
         )
+        DEAD.labels(self.stage.name).inc()
         self.log.error("entry dead-lettered", entry=entry[0], deliveries=deliveries, result=result)
 
     async def _claim(self) -> None:
@@ -363,6 +378,7 @@ class Runner:
                     (eid.decode(), _pairs(fields)) for eid, fields in claimed if fields is not None
                 ]
                 if entries:
+                    CLAIMED.labels(self.stage.name).inc(len(entries))
                     self.log.info(
                         "claimed entries of a dead worker", victim=victim, count=len(entries)
                     )
@@ -373,6 +389,8 @@ class Runner:
     async def _housekeeping(self) -> None:
         for stream in self.trims:
             await trim_acknowledged(self.redis, stream)
+        for stream, seconds in self.aged:
+            await trim_older_than(self.redis, stream, seconds)
 
     async def _drained(self) -> bool:
         if self.stage.busy() or self._failures:
@@ -430,6 +448,14 @@ async def trim_acknowledged(redis: Redis, stream: str) -> None:
         floor = candidate if floor is None else min(floor, candidate)
     if floor is not None and floor > (0, 0):
         await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+
+
+async def trim_older_than(redis: Redis, stream: str, seconds: float) -> None:
+    """Trim entries older than ``seconds`` (by their id's time, on the server clock)."""
+    now_s, now_us = await redis.time()
+    floor = int(now_s) * 1000 + int(now_us) // 1000 - int(seconds * 1000)
+    if floor > 0:
+        await redis.xtrim(stream, minid=f"{floor}-0", approximate=True)
 
 
 def _parse_id(raw: bytes | str) -> tuple[int, int]:

@@ -67,7 +67,10 @@ async def run_worker(
         else:
             stage = ExecuteStage(redis, settings, scripts)
             trims = (settings.keys.normalized,)
-        runner = Runner(redis, settings, scripts, stage, consumer, drain=burst, trims=trims)
+        aged = ((settings.keys.outcomes, settings.idempotency_window),)
+        runner = Runner(
+            redis, settings, scripts, stage, consumer, drain=burst, trims=trims, aged=aged
+        )
         if settings.metrics_port:
             serve_metrics(settings.metrics_port)
         structlog.contextvars.bind_contextvars(stage=stage_name, consumer=consumer)

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from tests.integration.load import submit_load
 class Worker:
     """A stage worker process, as `patchlog up` runs it."""
 
-    def __init__(self, settings: Settings, url: str, stage: str, name: str, logs: Path) -> None:
+    def __init__(
+        self, settings: Settings, url: str, stage: str, name: str, logs: Path, metrics: int = 0
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.log_path = logs / f"{name}.log"
         self.url = url
         self.stage = stage
@@ -46,6 +50,7 @@ class Worker:
             PATCHLOG_CLAIM_INTERVAL="0.3",
             PATCHLOG_BLOCK_MS="200",
             PATCHLOG_SHUTDOWN_GRACE="5",
+            PATCHLOG_METRICS_PORT=str(self.metrics),
         )
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = await asyncio.create_subprocess_exec(
@@ -188,3 +193,32 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
                 w.kill()
         await redis.aclose()
         await srv.stop()
+
+
+async def test_worker_serves_prometheus_metrics(
+    redis: Redis, settings: Settings, server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """A worker started with PATCHLOG_METRICS_PORT counts what it handled on /metrics."""
+    port = free_port()
+    workers = [
+        Worker(settings, server.url, "normalize", "normalize-m", tmp_path, metrics=port),
+        Worker(settings, server.url, "execute", "execute-m", tmp_path),
+    ]
+    for w in workers:
+        await w.start()
+    ids = await submit_load(redis, settings, submitters=2, patches=20, docs=3, seed=5)
+    assert len(ids) == 20
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    processed = [
+        line for line in text.splitlines()
+        if line.startswith('patchlog_entries_processed_total{stage="normalize"}')
+    ]  # fmt: skip
+    assert processed
+    assert float(processed[0].split()[-1]) == 20
+    assert 'patchlog_outcomes_total{stage="normalize",status="forwarded"} 20.0' in text
+    assert [await w.terminate() for w in workers] == [0, 0]

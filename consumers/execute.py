@@ -9,6 +9,7 @@ worker committed), and the patches involved are decided again on a fresh copy.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ _RECORD = msgspec.json.Decoder(IdRecord)
 _ROUNDS = 50
 _HISTORY = 512
 _MAX_DOCS = 4096
+_WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
 
 
 class _Doc:
@@ -58,8 +60,16 @@ class _Doc:
         self.snapshot_rev = snap
 
 
+class _Waiting(msgspec.Struct):
+    """A patch whose base does not exist yet, held since ``since`` (monotonic s)."""
+
+    entry: Entry
+    since: float
+    next_try: float
+
+
 class _Decision(msgspec.Struct):
-    entry: str
+    entry: Entry
     patch: NormalizedPatch
     kind: str  # 'c' commit, 'r' reject, 'n' noop, 'x' final reject
     head: int
@@ -96,7 +106,7 @@ class ExecuteStage:
         self.keys = settings.keys
         self.stream = self.keys.normalized
         self.docs: OrderedDict[str, _Doc] = OrderedDict()
-        self.waiting: dict[str, tuple[NormalizedPatch, float]] = {}
+        self.waiting: dict[str, _Waiting] = {}
         self._strict: dict[str, bool] = {}
         self._strict_at = 0.0
         self.counts: dict[str, int] = {}
@@ -112,73 +122,100 @@ class ExecuteStage:
             return entry[0], ""
         return patch.id, patch.doc
 
-    def busy(self) -> bool:
-        """Whether patches wait for their base revision to appear."""
-        return bool(self.waiting)
+    def held(self) -> set[str]:
+        """Entries whose base revision does not exist yet (they wait, bounded)."""
+        return set(self.waiting)
 
-    async def tick(self, consumer: str) -> None:
-        """Decide waiting patches again: their base may exist now, or their time is up."""
-        if not self.waiting:
-            return
-        items = list(self.waiting.items())
-        # The predecessor may have been committed by another worker: drop stale copies.
-        names = list({patch.doc for _, (patch, _) in items})
-        heads = await read_heads(self.redis, self.keys, names)
-        for name in names:
-            cached = self.docs.get(name)
-            if cached is not None and cached.rev != heads[name].rev:
-                self.docs.pop(name, None)
-        await self._decide(consumer, [(eid, patch) for eid, (patch, _) in items])
+    def due(self) -> list[Entry]:
+        """Waiting entries to decide again: their base may exist now, or time is up."""
+        now = time.monotonic()
+        out = []
+        for waiting in self.waiting.values():
+            if waiting.next_try <= now:
+                waiting.next_try = now + _WAIT_STEP
+                out.append(waiting.entry)
+        return out
 
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Decide and commit a batch of normalized patches."""
-        items = [(eid, decode_normalized(fields[b"p"])) for eid, fields in entries]
-        await self._decide(consumer, items)
+        items = [(entry, decode_normalized(entry[1][b"p"])) for entry in entries]
+        touched = {patch.doc for _, patch in items}
+        try:
+            await self._decide(consumer, items)
+        except BaseException:
+            # The cache advanced speculatively and the commit did not confirm it.
+            for doc in touched:
+                self.docs.pop(doc, None)
+            raise
 
     # -- deciding ----------------------------------------------------------------------
 
-    async def _decide(self, consumer: str, items: list[tuple[str, NormalizedPatch]]) -> None:
+    async def _decide(self, consumer: str, items: list[tuple[Entry, NormalizedPatch]]) -> None:
         finals: list[_Decision] = []
+        budget = self.settings.lease_ms / 4000  # seconds of deciding before committing
         for _ in range(_ROUNDS):
             await self._refresh_strict()
             ahead = [
                 p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
             ]
             await self._load([p.doc for _, p in items], ahead)
-            committed = await self._committed_ids(items)
+            owned = await self._owned_ids(items)
             await self._ensure_history(items)
-            decisions = [d for eid, p in items if (d := self._plan(eid, p, committed))]
-            decisions += finals
-            if not decisions:
-                return
-            await self._attach_entries(decisions)
-            results = await self._commit(consumer, decisions)
-            retry: list[tuple[str, NormalizedPatch]] = []
-            finals = []
-            stale: set[str] = set()
-            for decision, (status, rev) in zip(decisions, results, strict=True):
-                self.counts[status] = self.counts.get(status, 0) + 1
-                if status == "ok":
-                    self.waiting.pop(decision.entry, None)
-                    self._count(decision.outcome.status.value)
+            decisions: list[_Decision] = []
+            later: list[tuple[Entry, NormalizedPatch]] = []
+            ids: set[str] = set()
+            started = time.monotonic()
+            for n, (entry, patch) in enumerate(items):
+                if patch.id in ids or time.monotonic() - started > budget:
+                    # A second patch with an id of this round waits for the first one's
+                    # fate; past the time budget the rest waits for the next commit.
+                    later.append((entry, patch))
                     continue
-                stale.add(decision.patch.doc)
-                if status == "cas":
-                    retry.append((decision.entry, decision.patch))
-                elif status == "reuse":
-                    finals.append(self._reuse(decision, rev))
-                else:  # 'dup' or 'fenced': decided here or by the entry's new owner
-                    self.waiting.pop(decision.entry, None)
-                    self._count("duplicate" if status == "dup" else status)
-            for doc in stale:
-                self.docs.pop(doc, None)
-            await self._snapshots()
-            if not retry and not finals:
+                ids.add(patch.id)
+                decision = self._plan(entry, patch, owned)
+                if decision is not None:
+                    decisions.append(decision)
+                if n % 16 == 15:
+                    await asyncio.sleep(0)  # let the lease renew during long batches
+            decisions += finals
+            if not decisions and not later:
                 return
-            self.cas_retries += len(retry)
-            RETRIES.inc(len(retry))
-            items = retry
+            retry, finals = await self._settle(consumer, decisions) if decisions else ([], [])
+            if not retry and not finals and not later:
+                return
+            items = retry + later
         raise RetryLater(f"{len(items)} patches lost the head race {_ROUNDS} times")
+
+    async def _settle(
+        self, consumer: str, decisions: list[_Decision]
+    ) -> tuple[list[tuple[Entry, NormalizedPatch]], list[_Decision]]:
+        """Commit decisions; return the patches to decide again and final rejections."""
+        await self._attach_entries(decisions)
+        results = await self._commit(consumer, decisions)
+        retry: list[tuple[Entry, NormalizedPatch]] = []
+        finals: list[_Decision] = []
+        stale: set[str] = set()
+        for decision, (status, rev) in zip(decisions, results, strict=True):
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status == "ok":
+                self.waiting.pop(decision.entry[0], None)
+                self._count(decision.outcome.status.value)
+                continue
+            stale.add(decision.patch.doc)
+            if status == "cas":
+                retry.append((decision.entry, decision.patch))
+            elif status == "reuse":
+                finals.append(self._reuse(decision, rev))
+            else:  # 'dup' or 'fenced': decided here, or by the entry's new owner
+                self.waiting.pop(decision.entry[0], None)
+                self._count("duplicate" if status == "dup" else status)
+        for doc in stale:
+            self.docs.pop(doc, None)
+        confirmed = {d.patch.doc for d in decisions} - stale
+        await self._snapshots(confirmed)
+        self.cas_retries += len(retry)
+        RETRIES.inc(len(retry))
+        return retry, finals
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -201,38 +238,40 @@ class ExecuteStage:
         is past the cached head: another worker has moved the document)."""
         for doc in ahead:
             self.docs.pop(doc, None)
-        missing = list(dict.fromkeys(d for d in docs if d not in self.docs))
-        if not missing:
-            for doc in docs:
+        wanted = list(dict.fromkeys(docs))
+        for doc in wanted:
+            if doc in self.docs:
                 self.docs.move_to_end(doc)
-            return
-        heads = await read_heads(self.redis, self.keys, missing)
-        for doc in missing:
-            head: Head = heads[doc]
-            if head.rev == 0:
-                self.docs[doc] = _Doc(0, head.hash, [], [], 0)
-                continue
-            loaded = await load_content(self.redis, self.keys, doc, head)
-            self.docs[doc] = _Doc(
-                loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev
-            )
-        while len(self.docs) > _MAX_DOCS:
+        missing = [d for d in wanted if d not in self.docs]
+        if missing:
+            heads = await read_heads(self.redis, self.keys, missing)
+            for doc in missing:
+                head: Head = heads[doc]
+                if head.rev == 0:
+                    self.docs[doc] = _Doc(0, head.hash, [], [], 0)
+                    continue
+                loaded = await load_content(self.redis, self.keys, doc, head)
+                self.docs[doc] = _Doc(
+                    loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev
+                )
+        # Evict the least recently used, never a document of the batch in hand.
+        while len(self.docs) > max(_MAX_DOCS, len(wanted)):
             self.docs.popitem(last=False)
 
-    async def _committed_ids(self, items: Sequence[tuple[str, NormalizedPatch]]) -> set[str]:
-        """Patch ids already committed (a resubmission): decided as duplicates, so that
-        they do not advance the speculative content."""
+    async def _owned_ids(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> set[str]:
+        """Patch ids a decided patch already owns (a replay, or a reused id): the script
+        answers those from the record, so they must not advance the cached content."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for _, patch in items:
                 pipe.lindex(self.keys.patch_id(patch.id), 0)
             raws = await pipe.execute()
-        done = set()
-        for (_, patch), raw in zip(items, raws, strict=True):
-            if raw is not None and _RECORD.decode(raw).status is OutcomeStatus.COMMITTED:
-                done.add(patch.id)
-        return done
+        return {
+            patch.id
+            for (_, patch), raw in zip(items, raws, strict=True)
+            if raw is not None and _RECORD.decode(raw).digest
+        }
 
-    async def _ensure_history(self, items: Sequence[tuple[str, NormalizedPatch]]) -> None:
+    async def _ensure_history(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> None:
         """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""
         for _, patch in items:
             doc = self.docs[patch.doc]
@@ -246,14 +285,15 @@ class ExecuteStage:
                 merged = [later_of(r) for r in older] + list(doc.history)
                 doc.history = deque(merged, maxlen=max(_HISTORY, len(merged)))
 
-    def _plan(self, entry: str, patch: NormalizedPatch, committed: set[str]) -> _Decision | None:
+    def _plan(self, entry: Entry, patch: NormalizedPatch, owned: set[str]) -> _Decision | None:
         doc = self.docs[patch.doc]
-        if patch.id in committed:
+        if patch.id in owned:  # the script answers from the id's record
             outcome = _outcome(patch, OutcomeStatus.DUPLICATE, doc.rev)
             return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
         if patch.base > doc.rev:
-            first_seen = self.waiting.setdefault(entry, (patch, time.monotonic()))[1]
-            if time.monotonic() - first_seen < self.settings.base_ahead_wait:
+            now = time.monotonic()
+            waiting = self.waiting.setdefault(entry[0], _Waiting(entry, now, now + _WAIT_STEP))
+            if now - waiting.since < self.settings.base_ahead_wait:
                 return None
         later = [h for h in doc.history if h.rev > patch.base]
         try:
@@ -298,7 +338,6 @@ class ExecuteStage:
             digest,
             len(planned.content),
         )
-        committed.add(patch.id)
         doc.rev, doc.hash, doc.lines = rev, digest, planned.content
         doc.history.append(Later(rev=rev, splices=planned.splices))
         return decision
@@ -339,7 +378,7 @@ class ExecuteStage:
             fields = {**msgspec.structs.asdict(d.outcome), "at": now_ms}
             record = IdRecord(**fields, digest=d.patch.digest)
             args += [
-                d.entry,
+                d.entry[0],
                 d.kind,
                 d.head,
                 d.head_hash,
@@ -364,11 +403,13 @@ class ExecuteStage:
             )
         return out
 
-    async def _snapshots(self) -> None:
+    async def _snapshots(self, confirmed: set[str]) -> None:
+        """Snapshot documents whose cached content the last commit confirmed."""
         due = [
-            (name, doc)
-            for name, doc in self.docs.items()
-            if doc.rev - doc.snapshot_rev >= self.settings.snapshot_every
+            (name, self.docs[name])
+            for name in confirmed
+            if name in self.docs
+            and self.docs[name].rev - self.docs[name].snapshot_rev >= self.settings.snapshot_every
         ]
         for name, doc in due:
             await write_snapshot(self.redis, self.keys, name, doc.rev, doc.lines)

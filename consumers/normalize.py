@@ -76,12 +76,13 @@ class NormalizeStage:
         """Best-effort (patch id, doc) of a raw ingress entry."""
         return _identify(entry)
 
-    def busy(self) -> bool:
+    def held(self) -> set[str]:
         """Normalize never holds entries back."""
-        return False
+        return set()
 
-    async def tick(self, consumer: str) -> None:
+    def due(self) -> list[Entry]:
         """Nothing held back."""
+        return []
 
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Forward or reject every entry, and acknowledge them, in one script call."""

@@ -22,8 +22,13 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -54,9 +59,6 @@ log = structlog.get_logger("patchlog.runner")
 Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its raw fields."""
 
-_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "READONLY", "NOSCRIPT")
-_JSON = msgspec.json.Encoder()
-
 
 class RetryLater(PatchlogError):
     """Control-flow signal from a stage: nothing is wrong with the entries, try them
@@ -64,11 +66,27 @@ class RetryLater(PatchlogError):
     often). Never counted as a failed delivery."""
 
 
+# redis-py maps these replies to their own classes (and strips the code from the text);
+# BUSY (a script running too long) stays a plain ResponseError.
+_TRANSIENT_TYPES = (
+    RetryLater,
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    MasterDownError,
+    NoScriptError,
+    OSError,
+)
+_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "READONLY", "NOSCRIPT")
+_JSON = msgspec.json.Encoder()
+
+
 def is_transient(err: BaseException) -> bool:
     """Whether an error will likely pass by itself (never a reason to dead-letter)."""
-    if isinstance(
-        err, (RetryLater, RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
-    ):
+    if isinstance(err, _TRANSIENT_TYPES):
         return True
     return isinstance(err, ResponseError) and str(err).startswith(_TRANSIENT_REPLIES)
 
@@ -87,16 +105,18 @@ class Stage(Protocol):
     def identify(self, entry: Entry) -> tuple[str, str]:
         """Best-effort (patch id, doc) of an entry, for its dead-letter outcome."""
 
-    async def tick(self, consumer: str) -> None:
-        """Work on entries the stage holds back (bounded waits); called every loop."""
+    def due(self) -> list[Entry]:
+        """Entries the stage holds back (a bounded wait) that are due for another try;
+        the runner hands them to ``handle`` again."""
 
-    def busy(self) -> bool:
-        """Whether the stage holds entries back (drain mode waits for them)."""
+    def held(self) -> set[str]:
+        """Ids of the entries the stage holds back (drain mode waits for them)."""
 
 
 class _Failure(msgspec.Struct):
     entry: Entry
     attempts: int
+    """Failures counted against the delivery budget (transient errors are not)."""
     retry_at: float
     error: str
 
@@ -199,24 +219,33 @@ class Runner:
             if now >= self._next_claim:
                 self._next_claim = now + self.settings.claim_interval
                 await self._claim()
+                await self._sweep_own()
             if now >= self._next_housekeeping:
                 self._next_housekeeping = now + 5.0
                 await self._housekeeping()
-            await self.stage.tick(self.consumer)
+            due = self.stage.due()
+            if due:
+                await self._process(due)
             await self._retry_failures()
             entries = await self._read(">")
             if entries:
                 await self._process(entries)
-            self._transient = 0
-        except RedisError as err:
-            if not is_transient(err):
-                raise
-            self._transient += 1
-            self.log.warning("transient server error", error=str(err), streak=self._transient)
+        except Exception as err:  # the worker outlives any one failure
+            if is_transient(err):
+                self._note_transient(err)
+            else:
+                self.log.exception("worker step failed", error=_describe(err))
+                self._transient += 1
+        if self._transient:
             await self._sleep(self.backoff.compute(self._transient))
+            self._transient = 0
+
+    def _note_transient(self, err: BaseException) -> None:
+        self._transient += 1
+        self.log.warning("transient server error", error=_describe(err), streak=self._transient)
 
     async def _read(self, start: str) -> list[Entry]:
-        waiting = self.stage.busy() or bool(self._failures)
+        waiting = bool(self.stage.held()) or bool(self._failures)
         block = (
             min(self.settings.block_ms, 100) if waiting or self.drain else self.settings.block_ms
         )
@@ -229,7 +258,9 @@ class Runner:
         )
         if not reply:
             return []
-        entries = reply[0][1]
+        return await self._bodies(reply[0][1])
+
+    async def _bodies(self, entries: Any) -> list[Entry]:
         gone = [eid for eid, fields in entries if fields is None]
         if gone:
             # Trimmed while pending: the body is lost and nothing can decide it. Count it
@@ -239,59 +270,101 @@ class Runner:
         return [(eid.decode(), fields) for eid, fields in entries if fields is not None]
 
     async def _own_pending(self) -> None:
-        """Entries delivered to this consumer name before a restart, or whose reply was
-        lost, sit in its pending list: work on them before anything new."""
+        """Entries delivered to this consumer name before a restart sit in its pending
+        list: work on them before anything new."""
         cursor = "0"
         while not self.stopping:
-            entries = await self._read(cursor)
+            try:
+                entries = await self._read(cursor)
+            except RedisError as err:
+                if not is_transient(err):
+                    raise
+                self._note_transient(err)
+                await self._sleep(self.backoff.compute(self._transient))
+                continue
+            self._transient = 0
             if not entries:
                 return
             self.log.info("re-reading own pending entries", count=len(entries))
             await self._process(entries)
             cursor = entries[-1][0]
 
+    async def _sweep_own(self) -> None:
+        """Take up entries idling in this consumer's own pending list that it does not
+        know about: a read or claim whose reply was lost after the server delivered it."""
+        idle_ms = int((self.settings.socket_timeout * 2 + self.settings.block_ms / 1000) * 1000)
+        rows: Any = await self.redis.xpending_range(
+            self.stage.stream,
+            self.stage.name,
+            "-",
+            "+",
+            self.settings.batch,
+            consumername=self.consumer,
+            idle=idle_ms,
+        )
+        known = self.stage.held() | set(self._failures)
+        lost = [r["message_id"] for r in rows if r["message_id"].decode() not in known]
+        if not lost:
+            return
+        claimed: Any = await self.redis.xclaim(
+            self.stage.stream, self.stage.name, self.consumer, idle_ms, lost
+        )
+        entries = await self._bodies(claimed)
+        if entries:
+            self.log.warning("taking up forgotten pending entries", count=len(entries))
+            await self._process(entries)
+
     async def _process(self, entries: Sequence[Entry]) -> None:
+        """Hand entries to the stage; never raises. A transient error schedules them
+        again without counting a failure; any other error is narrowed down to the
+        entry that causes it, which is retried with backoff and, after
+        ``max_deliveries``, dead-lettered."""
         try:
             with BATCH_SECONDS.labels(self.stage.name).time():
                 await self.stage.handle(self.consumer, entries)
-            self.lease.info.processed += len(entries)
-            PROCESSED.labels(self.stage.name).inc(len(entries))
-        except Exception as err:  # a stage bug must not kill the worker
-            if not is_transient(err):
-                await self._isolate(entries, err)
+        except Exception as err:  # noqa: BLE001 - a stage bug must not kill the worker
+            if is_transient(err):
+                self._note_transient(err)
+                retry_at = time.monotonic() + self.backoff.compute(self._transient)
+                for entry in entries:
+                    known = self._failures.get(entry[0])
+                    if known is None:
+                        self._failures[entry[0]] = _Failure(entry, 0, retry_at, _describe(err))
+                    else:
+                        known.retry_at = retry_at
                 return
-            # Not the entries' fault: retry them without counting a delivery.
-            for entry in entries:
-                self._failures.setdefault(
-                    entry[0], _Failure(entry, 0, time.monotonic() + 0.1, str(err))
-                )
-            if isinstance(err, RedisError):
-                raise
-
-    async def _isolate(self, entries: Sequence[Entry], err: BaseException) -> None:
-        if len(entries) > 1:
-            for entry in entries:
-                await self._process([entry])
+            if len(entries) > 1:
+                for entry in entries:
+                    await self._process([entry])
+                return
+            await self._failed(entries[0], err)
             return
-        entry = entries[0]
-        failure = self._failures.get(entry[0])
-        attempts = 1 if failure is None else failure.attempts + 1
-        deliveries = await self._deliveries(entry[0]) + attempts - 1
-        self.lease.info.failed += 1
-        self.log.warning(
-            "entry failed",
-            entry=entry[0],
-            deliveries=deliveries,
-            error=_describe(err),
-            exc_info=False,
-        )
-        if deliveries >= self.settings.max_deliveries:
+        for entry in entries:
             self._failures.pop(entry[0], None)
-            await self._dead_letter(entry, _describe(err), deliveries)
-            return
-        self._failures[entry[0]] = _Failure(
+        self.lease.info.processed += len(entries)
+        PROCESSED.labels(self.stage.name).inc(len(entries))
+
+    async def _failed(self, entry: Entry, err: BaseException) -> None:
+        known = self._failures.get(entry[0])
+        attempts = (0 if known is None else known.attempts) + 1
+        failure = _Failure(
             entry, attempts, time.monotonic() + self.backoff.compute(attempts), _describe(err)
         )
+        self._failures[entry[0]] = failure  # recorded first: nothing below may lose it
+        self.lease.info.failed += 1
+        try:
+            deliveries = await self._deliveries(entry[0]) + attempts - 1
+            self.log.warning(
+                "entry failed", entry=entry[0], deliveries=deliveries, error=failure.error
+            )
+            if deliveries >= self.settings.max_deliveries:
+                await self._dead_letter(entry, failure.error, deliveries)
+                self._failures.pop(entry[0], None)
+        except Exception as later:
+            if is_transient(later):
+                self._note_transient(later)
+            else:
+                self.log.exception("could not dead-letter an entry", entry=entry[0])
 
     async def _deliveries(self, entry_id: str) -> int:
         rows = await self.redis.xpending_range(
@@ -301,14 +374,10 @@ class Runner:
 
     async def _retry_failures(self) -> None:
         now = time.monotonic()
-        due = [f for f in self._failures.values() if f.retry_at <= now]
-        for failure in due:
-            if failure.attempts == 0:  # transient: not counted
-                self._failures.pop(failure.entry[0], None)
+        for failure in [f for f in self._failures.values() if f.retry_at <= now]:
+            if self.stopping:
+                return
             await self._process([failure.entry])
-            current = self._failures.get(failure.entry[0])
-            if current is failure:  # handled without raising: it is done
-                self._failures.pop(failure.entry[0], None)
 
     async def _dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
         patch_id, doc = self.stage.identify(entry)
@@ -387,24 +456,31 @@ class Runner:
                     break
 
     async def _housekeeping(self) -> None:
-        for stream in self.trims:
-            await trim_acknowledged(self.redis, stream)
-        for stream, seconds in self.aged:
-            await trim_older_than(self.redis, stream, seconds)
+        try:
+            for stream in self.trims:
+                await trim_acknowledged(self.redis, stream)
+            for stream, seconds in self.aged:
+                await trim_older_than(self.redis, stream, seconds)
+        except RedisError as err:  # trimming can wait for the next round
+            self.log.warning("housekeeping failed", error=_describe(err))
 
     async def _drained(self) -> bool:
-        if self.stage.busy() or self._failures:
+        if self.stage.held() or self._failures:
             return False
-        summary = await self.redis.xpending(self.stage.stream, self.stage.name)
-        if int(summary["pending"]) > 0:
+        try:
+            summary: Any = await self.redis.xpending(self.stage.stream, self.stage.name)
+            if int(summary["pending"]) > 0:
+                return False
+            stream: Any = await self.redis.xinfo_stream(self.stage.stream)
+            groups: Any = await self.redis.xinfo_groups(self.stage.stream)
+        except RedisError as err:
+            if not is_transient(err):
+                raise
             return False
-        groups = await self.redis.xinfo_groups(self.stage.stream)
+        last = _parse_id(stream["last-generated-id"])
         for group in groups:
             if group["name"].decode() == self.stage.name:
-                lag = group.get("lag")
-                if lag is None:  # Redis cannot tell (after trims): read once more
-                    return not await self._read(">")
-                return int(lag) == 0
+                return _parse_id(group["last-delivered-id"]) >= last
         return True
 
 
@@ -440,11 +516,11 @@ async def trim_acknowledged(redis: Redis, stream: str) -> None:
     floor: tuple[int, int] | None = None
     for group in groups:
         name = group["name"].decode()
+        candidate = _parse_id(group["last-delivered-id"])
         if int(group["pending"]) > 0:
-            summary = await redis.xpending(stream, name)
-            candidate = _parse_id(summary["min"])
-        else:
-            candidate = _parse_id(group["last-delivered-id"])
+            summary: Any = await redis.xpending(stream, name)
+            if summary["min"] is not None:  # else it was acknowledged meanwhile
+                candidate = min(candidate, _parse_id(summary["min"]))
         floor = candidate if floor is None else min(floor, candidate)
     if floor is not None and floor > (0, 0):
         await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)

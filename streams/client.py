@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from streams.errors import ServerError, Timeout
+from streams.connection import check_server
+from streams.errors import ServerError, ServerRefused, Timeout
 from streams.keys import Keys
 from streams.log import load_content, read_head
 from streams.schema import IdRecord, Op, Outcome
@@ -31,6 +32,7 @@ class Client:
         self.redis = redis
         self.keys = keys
         self.durability = durability
+        self._fsync_checked = False
 
     async def submit(
         self,
@@ -49,6 +51,14 @@ class Client:
         strict durability this returns once the server fsynced the entry (WAITAOF), and
         raises ``ServerError`` if it could not confirm that within 5 s.
         """
+        if self.durability is Durability.STRICT and not self._fsync_checked:
+            info = await check_server(self.redis)
+            if info.product == "redis" and info.version < (7, 2, 0):
+                raise ServerRefused(
+                    "strict durability needs WAITAOF (Redis 7.2 or later, or Valkey); "
+                    f"this server is Redis {'.'.join(map(str, info.version))}"
+                )
+            self._fsync_checked = True
         patch_id = id or uuid.uuid4().hex
         fields: dict[str, str | bytes] = {"doc": doc, "base": str(base), "id": patch_id}
         if ops is not None:

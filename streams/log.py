@@ -133,7 +133,13 @@ async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = N
             snap = _SNAP_DECODER.decode(raw)
         except msgspec.DecodeError:
             snap = None
-        if snap is not None and snap.rev <= head.rev and content_hash(snap.lines) == snap.hash:
+        if (
+            snap is not None
+            and 0 < snap.rev <= head.rev
+            and content_hash(snap.lines) == snap.hash
+            and (await revisions_of(redis, keys, doc, snap.rev, snap.rev))[0].hash == snap.hash
+        ):
+            # A snapshot is a cache: used only if it is the logged content at its revision.
             start = snap
     lines = list(start.lines)
     history = []

@@ -1,8 +1,9 @@
 -- Execute's one atomic step for a batch of decided patches. For each patch, in order,
 -- everything is checked before its first write (Lua does not roll back):
 --   fence: the normalized entry is still pending for this consumer, else 'fenced';
---   idempotency: if the patch id is already committed, the same payload gets a
---     'duplicate' outcome ('dup'), another payload returns 'reuse' untouched;
+--   idempotency: if the patch id is owned by a decided patch, a replay (same payload)
+--     gets the same outcome again ('dup': 'duplicate' of an applied patch, else the
+--     same rejection or noop), another payload returns 'reuse' untouched;
 --   CAS: the document head (revision and hash) is the one the decision was computed
 --     on, else 'cas'; after a 'cas' every later patch of that document in the batch is
 --     'cas' too (it was decided on top of the failed one).
@@ -54,24 +55,46 @@ for i = 1, n do
     status = 'fenced'
   end
 
-  local prev = nil
-  if status == 'ok' and kind ~= 'x' then
-    local raw = redis.call('LINDEX', k_id, 0)
-    if raw then
-      prev = cjson.decode(raw)
-      if prev.status == 'committed' then
-        if prev.digest == digest then
-          if prev.src ~= src then
-            local fields = {'id', prev.id, 'doc', prev.doc, 'status', 'duplicate',
-                            'rev', string.format('%d', prev.rev), 'src', src}
-            redis.call('XADD', KEYS[3], '*', unpack(add_at(fields)))
-          end
-          redis.call('XACK', KEYS[1], group, entry)
-          status, rev = 'dup', string.format('%d', prev.rev)
-        else
-          status, rev = 'reuse', prev.src
-        end
+  -- The id is owned by the first patch decided under it (its record has a digest);
+  -- records of malformed or dead-lettered entries have none and own nothing.
+  local owner = nil
+  local raw = redis.call('LINDEX', k_id, 0)
+  if raw then
+    local decoded = cjson.decode(raw)
+    if type(decoded.digest) == 'string' and decoded.digest ~= '' then
+      owner = decoded
+    end
+  end
+  if status == 'ok' and kind ~= 'x' and owner then
+    if owner.src == src then
+      redis.call('XACK', KEYS[1], group, entry)  -- this very entry, decided already
+      status, rev = 'dup', string.format('%d', owner.rev)
+    elseif owner.digest == digest then
+      -- A replay gets the same answer: a duplicate of an applied patch points at its
+      -- revision; a replay of a rejection or noop gets that outcome again.
+      local fields = {'id', owner.id, 'doc', owner.doc}
+      if owner.status == 'committed' then
+        fields[#fields + 1] = 'status'
+        fields[#fields + 1] = 'duplicate'
+      else
+        fields[#fields + 1] = 'status'
+        fields[#fields + 1] = owner.status
       end
+      fields[#fields + 1] = 'rev'
+      fields[#fields + 1] = string.format('%d', owner.rev)
+      if type(owner.code) == 'string' then
+        fields[#fields + 1] = 'code'
+        fields[#fields + 1] = owner.code
+        fields[#fields + 1] = 'message'
+        fields[#fields + 1] = owner.message
+      end
+      fields[#fields + 1] = 'src'
+      fields[#fields + 1] = src
+      redis.call('XADD', KEYS[3], '*', unpack(add_at(fields)))
+      redis.call('XACK', KEYS[1], group, entry)
+      status, rev = 'dup', string.format('%d', owner.rev)
+    else
+      status, rev = 'reuse', owner.src
     end
   end
 
@@ -99,13 +122,10 @@ for i = 1, n do
       rev = tostring(head)
     end
     redis.call('XADD', KEYS[3], '*', unpack(add_at(cjson.decode(outcome))))
-    if kind == 'x' or prev == nil or prev.status ~= 'committed' then
-      local existing = redis.call('LINDEX', k_id, 0)
-      if not existing or cjson.decode(existing).status ~= 'committed' then
-        redis.call('DEL', k_id)
-        redis.call('RPUSH', k_id, record)
-        redis.call('PEXPIRE', k_id, ttl)
-      end
+    if kind ~= 'x' and not owner then
+      redis.call('DEL', k_id)
+      redis.call('RPUSH', k_id, record)
+      redis.call('PEXPIRE', k_id, ttl)
     end
     redis.call('XACK', KEYS[1], group, entry)
   end

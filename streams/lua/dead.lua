@@ -23,7 +23,8 @@ outcome[#outcome + 1] = 'at'
 outcome[#outcome + 1] = now
 redis.call('XADD', KEYS[3], '*', unpack(outcome))
 local prev = redis.call('LINDEX', KEYS[4], 0)
-if not prev or cjson.decode(prev).status ~= 'committed' then
+local digest = prev and cjson.decode(prev).digest
+if type(digest) ~= 'string' or digest == '' then
   redis.call('DEL', KEYS[4])
   redis.call('RPUSH', KEYS[4], ARGV[7])
   redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[8]))

@@ -28,10 +28,11 @@ for i = 1, n do
       flat[#flat + 1] = 'at'
       flat[#flat + 1] = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
       redis.call('XADD', KEYS[3], '*', unpack(flat))
-      -- A committed patch keeps its record: a later malformed resubmission of its id
-      -- must not hide that it was applied.
+      -- A decided patch keeps its record (it has a digest): a later malformed
+      -- resubmission of its id must not hide what happened to it.
       local prev = redis.call('LINDEX', KEYS[3 + i], 0)
-      if not prev or cjson.decode(prev).status ~= 'committed' then
+      local digest = prev and cjson.decode(prev).digest
+      if type(digest) ~= 'string' or digest == '' then
         redis.call('DEL', KEYS[3 + i])
         redis.call('RPUSH', KEYS[3 + i], record)
         redis.call('PEXPIRE', KEYS[3 + i], ttl)

@@ -471,13 +471,16 @@ class Runner:
             summary: Any = await self.redis.xpending(self.stage.stream, self.stage.name)
             if int(summary["pending"]) > 0:
                 return False
-            stream: Any = await self.redis.xinfo_stream(self.stage.stream)
+            # The newest entry that exists (not last-generated-id: it may be deleted).
+            newest: Any = await self.redis.xrevrange(self.stage.stream, count=1)
             groups: Any = await self.redis.xinfo_groups(self.stage.stream)
         except RedisError as err:
             if not is_transient(err):
                 raise
             return False
-        last = _parse_id(stream["last-generated-id"])
+        if not newest:
+            return True
+        last = _parse_id(newest[0][0])
         for group in groups:
             if group["name"].decode() == self.stage.name:
                 return _parse_id(group["last-delivered-id"]) >= last

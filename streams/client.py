@@ -49,7 +49,8 @@ class Client:
 
         Without ``id`` a random one is made, so that a retried call stays harmless. In
         strict durability this returns once the server fsynced the entry (WAITAOF), and
-        raises ``ServerError`` if it could not confirm that within 5 s.
+        raises ``ServerError`` if it could not confirm that within 5 s, and
+        ``ServerRefused`` (before submitting anything) on a server without WAITAOF.
         """
         if self.durability is Durability.STRICT and not self._fsync_checked:
             info = await check_server(self.redis)

@@ -1,0 +1,125 @@
+"""Regression tests for recovery paths: forgotten pending entries, replays of decided
+ids, ids reused inside one batch, drains after deletions, snapshots that lie."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
+
+from consumers.execute import ExecuteStage
+from consumers.runner import Runner, is_transient
+from streams.client import Client
+from streams.log import load_content, write_snapshot
+from streams.schema import OutcomeStatus, RejectCode
+from streams.scripts import Scripts
+from streams.settings import Settings
+from tests.integration.helpers import by_src, drain, outcomes
+
+OPS = [{"op": "insert", "at": 1, "lines": ["x"]}]
+
+
+def test_server_pressure_errors_are_transient_not_poison() -> None:
+    """OOM, READONLY, TRYAGAIN and BUSY never count toward dead-lettering."""
+    assert is_transient(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
+    assert is_transient(ReadOnlyError("You can't write against a read only replica."))
+    assert is_transient(TryAgainError("try again"))
+    assert is_transient(ResponseError("BUSY Redis is busy running a script."))
+    assert not is_transient(ResponseError("ERR user_script:1: bad argument"))
+
+
+async def test_entries_delivered_but_never_seen_are_taken_up(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """Entries delivered to a live worker whose reply it never read (a lost XREADGROUP
+    reply) are found by its own-pending sweep and decided."""
+    fast = msgspec.structs.replace(settings, socket_timeout=0.3, block_ms=100)
+    client = Client(redis, fast.keys)
+    await client.submit("d", 0, ops=OPS, id="seen")
+    await drain(redis, fast, scripts, execute=0)
+    runner = Runner(redis, fast, scripts, ExecuteStage(redis, fast, scripts), "e0")
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.3)
+    await client.submit("d", 1, ops=OPS, id="lost")
+    await drain(redis, fast, scripts, execute=0)
+    # The server delivers to e0, but e0 never sees the reply.
+    await redis.xreadgroup("execute", "e0", {fast.keys.normalized: ">"}, count=10)
+    outcome = await client.wait("lost", 15)
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+    assert outcome.status is OutcomeStatus.COMMITTED
+    assert (await redis.xpending(fast.keys.normalized, "execute"))["pending"] == 0
+
+
+async def test_replay_of_a_rejected_id_gets_the_same_rejection(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A resubmitted id whose patch was rejected is answered with that rejection again,
+    never applied later; another payload under the id is id_reuse."""
+    client = Client(redis, settings.keys)
+    await client.submit("d", 0, ops=[{"op": "delete", "from": 1}], id="r")
+    await drain(redis, settings, scripts)
+    await client.submit("d", 0, ops=OPS, id="other")
+    await drain(redis, settings, scripts)
+    await client.submit("d", 0, ops=[{"op": "delete", "from": 1}], id="r")
+    await client.submit("d", 1, ops=OPS, id="r")
+    await drain(redis, settings, scripts)
+    rows = [o for o in await outcomes(redis, settings) if o.id == "r"]
+    assert [(o.status, o.code) for o in rows] == [
+        (OutcomeStatus.REJECTED, RejectCode.BOUNDS),
+        (OutcomeStatus.REJECTED, RejectCode.BOUNDS),
+        (OutcomeStatus.REJECTED, RejectCode.ID_REUSE),
+    ]
+    assert rows[0].message == rows[1].message
+    assert await client.show("d") == (1, ["x"])
+
+
+async def test_one_id_twice_in_one_batch_on_two_documents(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """The same id on two documents in one batch: one applies, the other is id_reuse."""
+    client = Client(redis, settings.keys)
+    await client.submit("d1", 0, ops=OPS, id="same")
+    await client.submit("d2", 0, ops=OPS, id="same")
+    await drain(redis, settings, scripts)
+    rows = await outcomes(redis, settings)
+    assert sorted((o.doc, o.status.value, o.code.value if o.code else "") for o in rows) == [
+        ("d1", "committed", ""),
+        ("d2", "rejected", "id_reuse"),
+    ]
+    assert set(by_src(rows).values()) == {1}
+
+
+async def test_drain_finishes_after_entries_were_deleted(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """Drain mode returns even when XDEL left the group's lag unknown."""
+    client = Client(redis, settings.keys)
+    for i in range(5):
+        await client.submit(f"d{i}", 0, ops=OPS)
+    junk: Any = await redis.xadd(settings.keys.patches, {"doc": "d", "base": "0", "ops": "[]"})
+    await redis.xdel(settings.keys.patches, junk)
+    await drain(redis, settings, scripts, timeout=15)
+    rows = await outcomes(redis, settings)
+    assert len(rows) == 5
+    assert (await redis.xpending(settings.keys.patches, "normalize"))["pending"] == 0
+
+
+async def test_a_snapshot_that_is_not_the_logged_content_is_ignored(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A self-consistent snapshot whose hash is not the log's at its revision is not
+    trusted: the document still loads with its true content."""
+    client = Client(redis, settings.keys)
+    await client.submit("d", 0, ops=OPS)
+    await client.submit("d", 1, ops=[{"op": "insert", "at": 2, "lines": ["y"]}])
+    await drain(redis, settings, scripts)
+    await write_snapshot(redis, settings.keys, "d", 1, ["bogus"])
+    loaded = await load_content(redis, settings.keys, "d")
+    assert loaded.lines == ["x", "y"]
+    await write_snapshot(redis, settings.keys, "d", 1, ["x"])
+    good = await load_content(redis, settings.keys, "d")
+    assert (good.lines, good.snapshot_rev) == (["x", "y"], 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -84,11 +86,16 @@ async def wait_outcomes(redis: Redis, settings: Settings, count: int, timeout: f
         await asyncio.sleep(0.2)
 
 
-async def wait_for_lease(redis: Redis, settings: Settings, group: str, name: str) -> None:
-    """Wait (bounded) until a worker holds its lease: it is up and handles signals."""
+async def wait_for_lease(redis: Redis, settings: Settings, worker: Worker) -> None:
+    """Wait (bounded) until this very process holds its lease: it is up and handles
+    signals (a killed predecessor's lease may still be there)."""
+    assert worker.process is not None
     deadline = time.monotonic() + 30
-    while not await redis.exists(settings.keys.lease(group, name)):
-        assert time.monotonic() < deadline, f"{name} did not start"
+    while True:
+        raw: Any = await redis.get(settings.keys.lease(worker.stage, worker.name))
+        if raw is not None and json.loads(raw)["pid"] == worker.process.pid:
+            return
+        assert time.monotonic() < deadline, f"{worker.name} did not start"
         await asyncio.sleep(0.05)
 
 
@@ -121,7 +128,7 @@ async def test_kill_9_workers_under_load(
     for w in workers:
         await w.start()
     for w in workers:
-        await wait_for_lease(redis, settings, w.stage, w.name)
+        await wait_for_lease(redis, settings, w)
     load = asyncio.create_task(
         submit_load(redis, settings, submitters=10, patches=3000, docs=50, seed=3, wait=False)
     )
@@ -130,7 +137,7 @@ async def test_kill_9_workers_under_load(
     workers[0].kill()  # normalize-1, left dead: normalize-2 claims its entries
     await asyncio.sleep(0.5)
     await workers[2].start()
-    await wait_for_lease(redis, settings, "execute", "execute-1")
+    await wait_for_lease(redis, settings, workers[2])
     ids = await load
     await wait_outcomes(redis, settings, len(ids), 120)
     statuses = [await w.terminate() for w in workers[1:]]
@@ -152,7 +159,7 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
     for w in workers:
         await w.start()
     for w in workers:
-        await wait_for_lease(redis, own, w.stage, w.name)
+        await wait_for_lease(redis, own, w)
     acked: set[str] = set()
     stop = asyncio.Event()
 

@@ -111,6 +111,7 @@ class ExecuteStage:
         self._strict_at = 0.0
         self.counts: dict[str, int] = {}
         self.cas_retries = 0
+        self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
 
     # -- runner protocol ---------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class ExecuteStage:
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Decide and commit a batch of normalized patches."""
         items = [(entry, decode_normalized(entry[1][b"p"])) for entry in entries]
+        self._owned = set()
         touched = {patch.doc for _, patch in items}
         try:
             await self._decide(consumer, items)
@@ -159,7 +161,9 @@ class ExecuteStage:
                 p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
             ]
             await self._load([p.doc for _, p in items], ahead)
-            owned = await self._owned_ids(items)
+            # Replays and reused ids are not looked up first (a round trip per batch):
+            # the script answers them, and a document whose chain they broke is
+            # decided again on a fresh copy. Ids known owned from a previous round are.
             await self._ensure_history(items)
             decisions: list[_Decision] = []
             later: list[tuple[Entry, NormalizedPatch]] = []
@@ -172,7 +176,7 @@ class ExecuteStage:
                     later.append((entry, patch))
                     continue
                 ids.add(patch.id)
-                decision = self._plan(entry, patch, owned)
+                decision = self._plan(entry, patch, self._owned)
                 if decision is not None:
                     decisions.append(decision)
                 if n % 16 == 15:
@@ -205,6 +209,7 @@ class ExecuteStage:
             if status == "cas":
                 retry.append((decision.entry, decision.patch))
             elif status == "reuse":
+                self._owned.add(decision.patch.id)
                 finals.append(self._reuse(decision, rev))
             else:  # 'dup' or 'fenced': decided here, or by the entry's new owner
                 self.waiting.pop(decision.entry[0], None)
@@ -257,19 +262,6 @@ class ExecuteStage:
         # Evict the least recently used, never a document of the batch in hand.
         while len(self.docs) > max(_MAX_DOCS, len(wanted)):
             self.docs.popitem(last=False)
-
-    async def _owned_ids(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> set[str]:
-        """Patch ids a decided patch already owns (a replay, or a reused id): the script
-        answers those from the record, so they must not advance the cached content."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, patch in items:
-                pipe.lindex(self.keys.patch_id(patch.id), 0)
-            raws = await pipe.execute()
-        return {
-            patch.id
-            for (_, patch), raw in zip(items, raws, strict=True)
-            if raw is not None and _RECORD.decode(raw).digest
-        }
 
     async def _ensure_history(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> None:
         """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""

@@ -326,6 +326,55 @@ def demo(patches: int, agents: int, n_docs: int, keep: bool) -> None:
     sys.exit(run(run_demo(patches=patches, agents=agents, docs=n_docs, keep=keep)))
 
 
+@cli.command()
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(["default", "hot", "large", "diff"]),
+    help="Workload (repeatable; default: default).",
+)
+@click.option("--seconds", default=10.0, show_default=True, help="Measured seconds per scenario.")
+@click.option("--rate", type=float, help="Open loop at this many patches/s (default: closed loop).")
+@click.option("--normalize", "n_normalize", default=1, show_default=True, help="Normalize workers.")
+@click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True, help="Raw and naive.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default="bench.json",
+              show_default=True, help="Write the figures here.")  # fmt: skip
+@click.option("--min-ratio", type=float, help="Exit 1 below this multiple of the naive pipeline.")
+@click.pass_context
+@_handle_errors
+def bench(
+    ctx: click.Context,
+    scenarios: tuple[str, ...],
+    seconds: float,
+    rate: float | None,
+    n_normalize: int,
+    n_execute: int,
+    baselines: bool,
+    json_out: str,
+    min_ratio: float | None,
+) -> None:
+    """Measure the pipeline on a fresh embedded server (or --redis-url) beside baselines."""
+    from ops.bench import run_bench  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    status = run(
+        run_bench(
+            list(scenarios) or ["default"],
+            seconds=seconds,
+            rate=rate,
+            url=settings.redis_url,
+            normalize_workers=n_normalize,
+            execute_workers=n_execute,
+            baselines=baselines,
+            out=Path(json_out) if json_out else None,
+            min_ratio=min_ratio,
+        )
+    )
+    sys.exit(status)
+
+
 def main() -> None:
     """Console script entry point."""
     cli(prog_name="patchlog")

@@ -94,6 +94,7 @@ class Supervisor:
             )
         self.url = settings.redis_url or (self.server.url if self.server else "")
         env = {k: v for k, v in os.environ.items() if k != "PATCHLOG_METRICS_PORT"}
+        env["PATCHLOG_NAMESPACE"] = settings.namespace  # the workers must see our keys
         self.workers: list[WorkerProcess] = []
         port = metrics_base
         for stage, count in ((NORMALIZE, normalize), (EXECUTE, execute)):

@@ -1,0 +1,104 @@
+"""The two baselines ``patchlog bench`` runs beside patchlog, on the same server.
+
+- raw ceiling: the same kind of stream entries written, read and acknowledged by one
+  pipelined client that does no processing at all;
+- naive pipeline: what a user would write first: one entry at a time, the document as
+  a JSON list in one key, WATCH/MULTI/EXEC per patch (state, revision, ack).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+__all__ = ["naive_pipeline", "raw_ceiling"]
+
+
+def _patch(rng: random.Random, lines: int, serial: int) -> str:
+    a, b, c = sorted(rng.sample(range(1, lines + 1), 3))
+    return json.dumps([
+        {"op": "insert", "at": a, "lines": [f"inserted {serial}"]},
+        {"op": "replace", "from": b, "lines": [f"replaced {serial}"]},
+        {"op": "delete", "from": c},
+    ])  # fmt: skip
+
+
+async def raw_ceiling(redis: Redis, prefix: str, count: int, lines: int = 100) -> float:
+    """Entries per second written (pipelined), read in batches and acknowledged."""
+    stream = f"{prefix}:raw"
+    rng = random.Random(3)
+    payloads = [_patch(rng, lines, n) for n in range(count)]
+    await redis.xgroup_create(stream, "g", id="0", mkstream=True)
+    started = time.perf_counter()
+    for start in range(0, count, 1000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for n in range(start, min(count, start + 1000)):
+                pipe.xadd(stream, {"doc": f"d{n % 1000}", "base": "1", "ops": payloads[n]})
+            await pipe.execute()
+    done = 0
+    while done < count:
+        reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1000)
+        ids = [eid for eid, _ in reply[0][1]]
+        await redis.xack(stream, "g", *ids)
+        done += len(ids)
+    elapsed = time.perf_counter() - started
+    await redis.delete(stream)
+    return count / elapsed
+
+
+def _apply(doc: list[str], ops: list[dict[str, Any]]) -> list[str]:
+    out = list(doc)
+    for op in sorted(ops, key=lambda o: o.get("at", o.get("from", 0)), reverse=True):
+        if op["op"] == "insert":
+            out[op["at"] - 1 : op["at"] - 1] = op["lines"]
+        elif op["op"] == "replace":
+            out[op["from"] - 1 : op.get("to", op["from"])] = op["lines"]
+        else:
+            del out[op["from"] - 1 : op.get("to", op["from"])]
+    return out
+
+
+async def naive_pipeline(
+    redis: Redis, prefix: str, count: int, docs: int = 1000, lines: int = 100
+) -> float:
+    """Patches per second through the naive consumer (pre-filled, then drained)."""
+    stream = f"{prefix}:naive"
+    rng = random.Random(5)
+    seed = [f"line {i}" for i in range(lines)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for d in range(docs):
+            pipe.set(f"{prefix}:naive:doc:{d}", json.dumps(seed))
+        for n in range(count):
+            pipe.xadd(stream, {"doc": str(n % docs), "ops": _patch(rng, lines, n)})
+        await pipe.execute()
+    await redis.xgroup_create(stream, "g", id="0")
+    started = time.perf_counter()
+    for _ in range(count):
+        reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1)
+        entry_id, fields = reply[0][1][0]
+        ops = json.loads(fields[b"ops"])
+        key = f"{prefix}:naive:doc:{fields[b'doc'].decode()}"
+        while True:
+            async with redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw: Any = await pipe.get(key)
+                    doc = json.loads(raw)
+                    new = _apply(doc, ops)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, json.dumps(new))
+                    pipe.xadd(f"{prefix}:naive:revisions", {"doc": key, "ops": fields[b"ops"]})
+                    pipe.xack(stream, "g", entry_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+    elapsed = time.perf_counter() - started
+    keys = [stream, f"{prefix}:naive:revisions"] + [f"{prefix}:naive:doc:{d}" for d in range(docs)]
+    await redis.delete(*keys)
+    return count / elapsed

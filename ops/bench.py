@@ -1,0 +1,457 @@
+"""``patchlog bench``: offered load against a real pipeline, with the figures that matter.
+
+It starts a fresh embedded server (or uses a URL, in its own namespace) and stage
+processes, seeds documents through the pipeline, then offers load for a fixed time:
+closed loop (one patch in flight per client and document, based on the last head that
+client saw) or open loop (a fixed rate). The outcomes stream is tailed to time every
+patch from submit to outcome. CPU time of each stage process comes from /proc, the
+server's from INFO. The baselines of ``ops.baselines`` run on the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from ops.demo import free_port
+from ops.supervisor import Supervisor
+from projections.diff import render_diff
+from projections.patch import apply, normalize
+from streams.connection import connect
+from streams.schema import Insert, Op
+from streams.settings import Settings
+
+__all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_JSON = msgspec.json.Encoder()
+
+
+class Scenario(msgspec.Struct, frozen=True):
+    """A workload: documents, their size, clients, and how patches are written."""
+
+    name: str
+    docs: int
+    lines: int
+    clients: int
+    stale: float = 0.0
+    """Share of patches based a revision or two behind the head the client saw."""
+    diff: bool = False
+    """Send unified diffs instead of ops."""
+
+
+SCENARIOS = {
+    "default": Scenario("default", docs=1000, lines=100, clients=20),
+    "hot": Scenario("hot", docs=5, lines=100, clients=50, stale=0.3),
+    "large": Scenario("large", docs=20, lines=100_000, clients=20),
+    "diff": Scenario("diff", docs=1000, lines=100, clients=20, diff=True),
+}
+
+
+class BenchResult(msgspec.Struct, kw_only=True):
+    """Figures of one scenario run."""
+
+    scenario: str
+    mode: str
+    seconds: float
+    submitted: int
+    committed: int
+    outcomes: dict[str, int]
+    committed_per_s: float
+    latency_ms: dict[str, float]
+    cpu_us_per_patch: dict[str, float]
+    server_ceiling_per_s: float
+    server_memory_bytes: int
+    memory_per_million_revisions: float
+    commit_retries_per_patch: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+async def _server_cpu(redis: Redis) -> float:
+    info: Any = await redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
+    ordered = sorted(values)
+
+    def at(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    return {
+        "p50": at(0.50),
+        "p95": at(0.95),
+        "p99": at(0.99),
+        "max": ordered[-1] * 1000,
+        "mean": statistics.fmean(ordered) * 1000,
+    }
+
+
+class _Load:
+    """Offered load: slots (client, document) with one patch in flight each."""
+
+    def __init__(self, redis: Redis, settings: Settings, scenario: Scenario, seed: int) -> None:
+        self.redis = redis
+        self.keys = settings.keys
+        self.scenario = scenario
+        self.rng = random.Random(seed)
+        self.names = [f"bench-{i}" for i in range(scenario.docs)]
+        slots = max(scenario.docs, scenario.clients)
+        self.slots = [(i % scenario.clients, self.names[i % scenario.docs]) for i in range(slots)]
+        self.head: dict[str, int] = dict.fromkeys(self.names, 1)
+        self.content: dict[str, list[str]] = {}
+        self.sent: dict[str, tuple[float, int]] = {}  # patch id -> (submit time, slot)
+        self.latencies: list[float] = []
+        self.counts: dict[str, int] = {}
+        self.committed = 0
+        self.submitted = 0
+        self.measuring = False
+        self.serial = 0
+
+    def seed_fields(self, doc: str) -> dict[str, str]:
+        if self.scenario.lines > 10_000:  # stays under the 4 MiB patch limit
+            lines = [f"L{i}" for i in range(self.scenario.lines)]
+        else:
+            lines = [f"{doc} line {i} " + "x" * (i % 40) for i in range(self.scenario.lines)]
+        self.content[doc] = lines
+        return {"doc": doc, "base": "0", "id": f"seed-{doc}", "ops": _ops_json(
+            [Insert(at=1, lines=tuple(lines))])}  # fmt: skip
+
+    def next_fields(self, slot: int) -> tuple[str, dict[str, str]]:
+        _, doc = self.slots[slot]
+        n = self.scenario.lines
+        a, b, c = sorted(self.rng.sample(range(1, n + 1), 3))
+        self.serial += 1
+        ops = [
+            {"op": "insert", "at": a, "lines": [f"inserted {self.serial}"]},
+            {"op": "replace", "from": b, "lines": [f"replaced {self.serial}"]},
+            {"op": "delete", "from": c},
+        ]
+        base = self.head[doc]
+        if self.scenario.stale and base > 2 and self.rng.random() < self.scenario.stale:
+            base -= self.rng.randint(1, 2)
+        patch_id = f"b{self.serial}"
+        fields = {"doc": doc, "base": str(base), "id": patch_id}
+        if self.scenario.diff:
+            old = self.content[doc]
+            new = apply(old, normalize(msgspec.convert(ops, list[Op]), _LIMITS))
+            fields["diff"] = render_diff(old, new, doc)
+            self.pending_content[patch_id] = new
+        else:
+            fields["ops"] = json.dumps(ops)
+        return patch_id, fields
+
+    pending_content: dict[str, list[str]] = {}  # noqa: RUF012 - per run, reset in __init__
+
+    async def submit(self, slots: list[int]) -> None:
+        batch = [(slot, *self.next_fields(slot)) for slot in slots]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, _, fields in batch:
+                pipe.xadd(self.keys.patches, fields)  # type: ignore[arg-type]
+            now = time.perf_counter()
+            for slot, patch_id, _ in batch:
+                self.sent[patch_id] = (now, slot)
+            await pipe.execute()
+        self.submitted += len(batch) if self.measuring else 0
+
+    def settle(self, fields: dict[bytes, bytes], now: float) -> int | None:
+        """Record one outcome; return the slot that may send again."""
+        patch_id = fields[b"id"].decode()
+        sent = self.sent.pop(patch_id, None)
+        if sent is None:
+            return None
+        started, slot = sent
+        status = fields[b"status"].decode()
+        code = fields.get(b"code", b"").decode()
+        doc = fields[b"doc"].decode()
+        rev = int(fields[b"rev"])
+        self.head[doc] = max(self.head[doc], rev)
+        if self.scenario.diff:
+            new = self.pending_content.pop(patch_id, None)
+            if status == "committed" and new is not None:
+                self.content[doc] = new
+        if self.measuring:
+            key = status + (f":{code}" if code else "")
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.latencies.append(now - started)
+            if status == "committed":
+                self.committed += 1
+        return slot
+
+
+_LIMITS = Settings().limits
+
+
+def _ops_json(ops: list[Op]) -> str:
+    return _JSON.encode(ops).decode()
+
+
+async def _tail(redis: Redis, stream: str, start: str, load: _Load, stop: asyncio.Event,
+                resend: asyncio.Queue[list[int]]) -> None:  # fmt: skip
+    cursor = start
+    while not stop.is_set():
+        reply: Any = await redis.xread({stream: cursor}, count=2000, block=100)
+        if not reply:
+            continue
+        now = time.perf_counter()
+        entries = reply[0][1]
+        cursor = entries[-1][0]
+        ready = [s for _, f in entries if (s := load.settle(f, now)) is not None]
+        if ready:
+            await resend.put(ready)
+
+
+async def _seed(redis: Redis, settings: Settings, load: _Load, timeout: float = 300) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for doc in load.names:
+            pipe.xadd(settings.keys.patches, load.seed_fields(doc))  # type: ignore[arg-type]
+        await pipe.execute()
+    deadline = time.monotonic() + timeout
+    while True:
+        async with redis.pipeline(transaction=False) as pipe:
+            for doc in load.names:
+                pipe.hget(settings.keys.doc(doc), "rev")
+            revs = await pipe.execute()
+        if all(r is not None for r in revs):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("seeding the documents did not finish")
+        await asyncio.sleep(0.1)
+
+
+async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to bottom
+    scenario: Scenario,
+    *,
+    seconds: float,
+    rate: float | None = None,
+    url: str | None = None,
+    normalize_workers: int = 1,
+    execute_workers: int = 1,
+    progress: Any = None,
+) -> BenchResult:
+    """Run one scenario for ``seconds`` of measured load (after 1 s of warm-up)."""
+    folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
+    namespace = f"bench{random.randrange(1 << 30):x}"
+    settings = Settings(redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace)
+    supervisor = Supervisor(settings, normalize=normalize_workers, execute=execute_workers)
+    await supervisor.start()
+    redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
+    stop = asyncio.Event()
+    try:
+        load = _Load(redis, settings, scenario, seed=11)
+        load.pending_content = {}
+        await _seed(redis, settings, load)
+        start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
+        resend: asyncio.Queue[list[int]] = asyncio.Queue()
+        tail = asyncio.create_task(
+            _tail(redis, settings.keys.outcomes, start_id.decode(), load, stop, resend)
+        )
+        pids = {w.name: w.process.pid for w in supervisor.workers if w.process}
+        began = time.perf_counter()
+        warm_until = began + 1.0
+        until = warm_until + seconds
+        cpu0: dict[str, float] = {}
+        server0 = 0.0
+        memory0 = 0
+        revs0 = 0
+        if rate is None:
+            await load.submit(list(range(len(load.slots))))
+        next_tick = time.perf_counter()
+        cursor = 0
+        while True:
+            now = time.perf_counter()
+            if not load.measuring and now >= warm_until:
+                load.measuring = True
+                cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                server0 = await _server_cpu(redis)
+                memory0 = int((await redis.info("memory"))["used_memory"])
+                revs0 = int(await redis.xlen(settings.keys.revisions))
+                t0 = now
+            if now >= until:
+                break
+            if progress is not None:
+                progress(min(1.0, (now - began) / (until - began)), load.committed)
+            if rate is None:
+                try:
+                    ready = await asyncio.wait_for(resend.get(), 0.2)
+                except TimeoutError:
+                    continue
+                await load.submit(ready)
+            else:
+                step = 0.005
+                count = max(1, round(rate * step))
+                picks = [(cursor + k) % len(load.slots) for k in range(count)]
+                cursor = (cursor + count) % len(load.slots)
+                await load.submit(picks)
+                next_tick += step
+                await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+        elapsed = time.perf_counter() - t0
+        cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        server1 = await _server_cpu(redis)
+        memory1 = int((await redis.info("memory"))["used_memory"])
+        revs1 = int(await redis.xlen(settings.keys.revisions))
+        load.measuring = False
+        stop.set()
+        await tail
+        retries = 0.0
+        committed = max(1, load.committed)
+        cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in pids}
+        cpu["server"] = (server1 - server0) / committed * 1e6
+        new_revs = max(1, revs1 - revs0)
+        return BenchResult(
+            scenario=scenario.name,
+            mode="closed" if rate is None else f"open {rate:g}/s",
+            seconds=elapsed,
+            submitted=load.submitted,
+            committed=load.committed,
+            outcomes=dict(sorted(load.counts.items())),
+            committed_per_s=load.committed / elapsed,
+            latency_ms=_percentiles(load.latencies),
+            cpu_us_per_patch={k: round(v, 1) for k, v in cpu.items()},
+            server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
+            server_memory_bytes=memory1,
+            memory_per_million_revisions=(memory1 - memory0) / new_revs * 1e6,
+            commit_retries_per_patch=retries,
+        )
+    finally:
+        stop.set()
+        supervisor.stop()
+        await supervisor.shutdown()
+        await redis.aclose()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def run_bench(  # noqa: PLR0915 - runs, then reports, in order
+    names: list[str],
+    *,
+    seconds: float,
+    rate: float | None,
+    url: str | None,
+    normalize_workers: int,
+    execute_workers: int,
+    baselines: bool,
+    out: Path | None,
+    min_ratio: float | None,
+) -> int:
+    """Run scenarios and baselines, print a table, write JSON; the exit status."""
+    from rich.console import Console  # noqa: PLC0415 - only the bench needs rich
+    from rich.progress import Progress  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from ops.baselines import naive_pipeline, raw_ceiling  # noqa: PLC0415
+    from streams.server import EmbeddedServer  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    results: list[BenchResult] = []
+    with Progress(console=console, transient=True) as bar:
+        for name in names:
+            task = bar.add_task(f"{name}: starting", total=1.0)
+
+            def report(done: float, committed: int, task: Any = task, name: str = name) -> None:
+                bar.update(task, completed=done, description=f"{name}: {committed:,} committed")
+
+            results.append(
+                await run_scenario(
+                    SCENARIOS[name],
+                    seconds=seconds,
+                    rate=rate,
+                    url=url,
+                    normalize_workers=normalize_workers,
+                    execute_workers=execute_workers,
+                    progress=report,
+                )
+            )
+            bar.update(task, completed=1.0)
+    base: dict[str, float] = {}
+    if baselines:
+        console.print("baselines: raw ceiling and naive pipeline...")
+        folder = Path(tempfile.mkdtemp(prefix="patchlog-baseline-"))
+        server = None
+        if url is None:
+            server = EmbeddedServer(folder, port=free_port())
+            await server.start()
+        redis = connect(Settings(), url or (server.url if server else ""), block_ms=1000)
+        try:
+            prefix = f"baseline{random.randrange(1 << 30):x}"
+            count = max(20_000, int(max(r.committed for r in results)))
+            base["raw_ceiling_per_s"] = await raw_ceiling(redis, prefix, count)
+            base["naive_per_s"] = await naive_pipeline(redis, prefix, 3000)
+        finally:
+            await redis.aclose()
+            if server is not None:
+                await server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    table = Table(
+        title=f"patchlog bench ({normalize_workers} normalize, {execute_workers} execute)"
+    )
+    for column in (
+        "scenario",
+        "mode",
+        "committed/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "normalize us",
+        "execute us",
+        "server us",
+        "server ceiling/s",
+        "outcomes",
+    ):
+        table.add_column(column, justify="left" if column in ("scenario", "outcomes") else "right")
+    for r in results:
+        cpu = r.cpu_us_per_patch
+        stage_cpu = {k.split("-")[0]: v for k, v in cpu.items() if k != "server"}
+        table.add_row(
+            r.scenario, r.mode, f"{r.committed_per_s:,.0f}", f"{r.latency_ms['p50']:.1f}",
+            f"{r.latency_ms['p99']:.1f}", f"{r.latency_ms['max']:.1f}",
+            f"{stage_cpu.get('normalize', 0):.1f}", f"{stage_cpu.get('execute', 0):.1f}",
+            f"{cpu['server']:.1f}", f"{r.server_ceiling_per_s:,.0f}",
+            f"{1 - r.outcomes.get('committed', 0) / max(1, sum(r.outcomes.values())):.1%}",
+        )  # fmt: skip
+    out_console = Console(width=None if console.is_terminal else 150)
+    out_console.print(table)
+    ratio = None
+    if base:
+        ratio = results[0].committed_per_s / base["naive_per_s"]
+        out_console.print(
+            f"raw ceiling {base['raw_ceiling_per_s']:,.0f} entries/s; naive pipeline "
+            f"{base['naive_per_s']:,.0f} patches/s; {results[0].scenario}: "
+            f"{ratio:.1f}x naive, {results[0].committed_per_s / base['raw_ceiling_per_s']:.2f} "
+            "of the raw ceiling"
+        )
+    for r in results:
+        out_console.print(
+            f"{r.scenario}: server memory {r.server_memory_bytes / 2**20:,.0f} MiB, "
+            f"{r.memory_per_million_revisions / 2**30:.2f} GiB per million revisions"
+        )
+    if out is not None:
+        payload = {
+            "machine": {"cores": os.cpu_count()},
+            "results": [msgspec.to_builtins(r) for r in results],
+            "baselines": base,
+            "ratio_vs_naive": ratio,
+        }
+        await asyncio.to_thread(out.write_text, json.dumps(payload, indent=2) + "\n")
+        out_console.print(f"figures written to {out}")
+    if min_ratio is not None and (ratio is None or ratio < min_ratio):
+        out_console.print(f"FAIL: {ratio} is below the required {min_ratio}x the naive pipeline")
+        return 1
+    return 0

@@ -1,0 +1,17 @@
+"""The benchmark harness itself: a tiny run produces sane figures."""
+
+from __future__ import annotations
+
+from ops.bench import Scenario, run_scenario
+
+
+async def test_a_short_bench_run_reports_its_figures() -> None:
+    """One second of closed-loop load: patches commit, latency and CPU are measured."""
+    tiny = Scenario("tiny", docs=20, lines=20, clients=4)
+    result = await run_scenario(tiny, seconds=1.0)
+    assert result.committed > 100
+    assert set(result.outcomes) == {"committed"}
+    assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] <= result.latency_ms["max"]
+    assert {"normalize-1", "execute-1", "server"} <= set(result.cpu_us_per_patch)
+    assert all(v > 0 for v in result.cpu_us_per_patch.values())
+    assert result.server_ceiling_per_s > result.committed_per_s * 0.5

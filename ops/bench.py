@@ -74,7 +74,6 @@ class BenchResult(msgspec.Struct, kw_only=True):
     server_ceiling_per_s: float
     server_memory_bytes: int
     memory_per_million_revisions: float
-    commit_retries_per_patch: float
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -311,7 +310,6 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         load.measuring = False
         stop.set()
         await tail
-        retries = 0.0
         committed = max(1, load.committed)
         cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in pids}
         cpu["server"] = (server1 - server0) / committed * 1e6
@@ -329,7 +327,6 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
             server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
             server_memory_bytes=memory1,
             memory_per_million_revisions=(memory1 - memory0) / new_revs * 1e6,
-            commit_retries_per_patch=retries,
         )
     finally:
         stop.set()
@@ -413,7 +410,7 @@ async def run_bench(  # noqa: PLR0915 - runs, then reports, in order
         "execute us",
         "server us",
         "server ceiling/s",
-        "outcomes",
+        "rejected",
     ):
         table.add_column(column, justify="left" if column in ("scenario", "outcomes") else "right")
     for r in results:

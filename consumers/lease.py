@@ -55,13 +55,11 @@ class Lease:
         )
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        self.renewed_at = 0.0
 
     async def renew(self) -> None:
         """Write the lease now (raises ``RedisError`` if the server cannot be reached)."""
         self.info.renewed = time.time()
         await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
-        self.renewed_at = time.monotonic()
 
     async def start(self) -> None:
         """Take the lease and keep renewing it in the background."""

@@ -4,7 +4,6 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -13,13 +12,12 @@ from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, encode_normalized
 from consumers.metrics import OUTCOMES
-from consumers.runner import Entry, outcome_fields
+from consumers.runner import Entry, outcome_fields, rejection
 from projections.diff import parse_diff
 from projections.patch import normalize
 from streams.codec import decode_ingress, entry_text, payload_digest
 from streams.errors import Rejected
 from streams.keys import NORMALIZE
-from streams.schema import Outcome, OutcomeStatus
 from streams.scripts import Scripts
 from streams.settings import Settings
 
@@ -98,16 +96,7 @@ class NormalizeStage:
                 patch = normalize_entry(entry, self.settings)
             except Rejected as err:
                 patch_id, doc = _identify(entry)
-                outcome = Outcome(
-                    id=patch_id,
-                    doc=doc,
-                    status=OutcomeStatus.REJECTED,
-                    rev=0,
-                    code=err.code,
-                    message=err.message,
-                    src=entry[0],
-                    at=time.time_ns() // 1_000_000,
-                )
+                outcome = rejection(entry, patch_id, doc, err.code, err.message)
                 keys.append(self.keys.patch_id(patch_id))
                 args += [
                     entry[0],

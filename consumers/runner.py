@@ -50,6 +50,7 @@ __all__ = [
     "Stage",
     "is_transient",
     "outcome_fields",
+    "rejection",
     "trim_acknowledged",
     "trim_older_than",
 ]
@@ -386,15 +387,7 @@ class Runner:
             f"stage {self.stage.name} failed {deliveries} times on this entry ({error[:300]}); "
             f"it is kept in {self.keys.dead}"
         )
-        outcome = Outcome(
-            id=patch_id,
-            doc=doc,
-            status=OutcomeStatus.REJECTED,
-            rev=0,
-            code=RejectCode.INVALID,
-            message=message,
-            src=entry[0],
-        )
+        outcome = rejection(entry, patch_id, doc, RejectCode.INVALID, message)
         dead = [
             "stage", self.stage.name,
             "error", error[:2000],
@@ -493,6 +486,20 @@ def _describe(err: BaseException) -> str:
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def rejection(entry: Entry, patch_id: str, doc: str, code: RejectCode, message: str) -> Outcome:
+    """The outcome of an entry rejected before it reached its document (``rev`` 0)."""
+    return Outcome(
+        id=patch_id,
+        doc=doc,
+        status=OutcomeStatus.REJECTED,
+        rev=0,
+        code=code,
+        message=message,
+        src=entry[0],
+        at=time.time_ns() // 1_000_000,
+    )
 
 
 def outcome_fields(outcome: Outcome, *, entry: dict[str, str] | None = None) -> list[str]:

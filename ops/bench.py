@@ -124,6 +124,7 @@ class _Load:
         self.submitted = 0
         self.measuring = False
         self.serial = 0
+        self.pending_content: dict[str, list[str]] = {}  # diff scenario: patch id -> new
 
     def seed_fields(self, doc: str) -> dict[str, str]:
         if self.scenario.lines > 10_000:  # stays under the 4 MiB patch limit
@@ -157,8 +158,6 @@ class _Load:
         else:
             fields["ops"] = json.dumps(ops)
         return patch_id, fields
-
-    pending_content: dict[str, list[str]] = {}  # noqa: RUF012 - per run, reset in __init__
 
     async def submit(self, slots: list[int]) -> None:
         batch = [(slot, *self.next_fields(slot)) for slot in slots]
@@ -256,7 +255,6 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
     stop = asyncio.Event()
     try:
         load = _Load(redis, settings, scenario, seed=11)
-        load.pending_content = {}
         await _seed(redis, settings, load)
         start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
         resend: asyncio.Queue[list[int]] = asyncio.Queue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
@@ -106,8 +107,6 @@ def up(
             settings, normalize=n_normalize, execute=n_execute, metrics_base=metrics_port
         )
         loop = asyncio.get_running_loop()
-        import signal  # noqa: PLC0415
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, supervisor.stop)
         await supervisor.start()
@@ -169,8 +168,6 @@ def server(ctx: click.Context, fsync: str | None) -> None:
         await srv.start()
         click.echo(f"server {srv.url}, data in {srv.data_dir}; Ctrl-C stops it")
         stop = asyncio.Event()
-        import signal  # noqa: PLC0415
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         waiter = asyncio.create_task(stop.wait())

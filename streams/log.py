@@ -119,6 +119,15 @@ def later_of(revision: Revision) -> Later:
     return Later(rev=revision.rev, splices=from_ops(revision.ops))
 
 
+def _decode_snapshot(raw: bytes | None) -> _Snapshot | None:
+    if raw is None:
+        return None
+    try:
+        return _SNAP_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
 async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = None) -> Loaded:
     """The content of ``doc`` at its head (or at ``head``), checked against the hash.
 
@@ -127,23 +136,22 @@ async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = N
     if head is None:
         head = await read_head(redis, keys, doc)
     start = _Snapshot(0, EMPTY_HASH, [])
+    revisions: list[Revision] | None = None
     raw: Any = await redis.get(keys.snapshot(doc))
-    if raw is not None:
-        try:
-            snap = _SNAP_DECODER.decode(raw)
-        except msgspec.DecodeError:
-            snap = None
-        if (
-            snap is not None
-            and 0 < snap.rev <= head.rev
-            and content_hash(snap.lines) == snap.hash
-            and (await revisions_of(redis, keys, doc, snap.rev, snap.rev))[0].hash == snap.hash
-        ):
-            # A snapshot is a cache: used only if it is the logged content at its revision.
-            start = snap
+    snap = _decode_snapshot(raw)
+    if snap is not None and 0 < snap.rev <= head.rev and content_hash(snap.lines) == snap.hash:
+        # One read covers the check and the replay: the revision at the snapshot (a
+        # snapshot is a cache, used only if it is the logged content there) and after.
+        revisions = await revisions_of(redis, keys, doc, snap.rev, head.rev)
+        if revisions[0].hash == snap.hash:
+            start, revisions = snap, revisions[1:]
+        else:
+            revisions = None
+    if revisions is None:
+        revisions = await revisions_of(redis, keys, doc, 1, head.rev)
     lines = list(start.lines)
     history = []
-    for revision in await revisions_of(redis, keys, doc, start.rev + 1, head.rev):
+    for revision in revisions:
         later = later_of(revision)
         lines = fold(lines, later.splices)
         history.append(later)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -171,9 +170,3 @@ class EmbeddedServer:
         """SIGKILL the server (fault tests)."""
         if self.process is not None and self.process.returncode is None:
             os.kill(self.process.pid, signal.SIGKILL)
-
-
-def find_binary(name: str) -> Path | None:
-    """A server binary on PATH, for tests against a second server."""
-    found = shutil.which(name)
-    return Path(found) if found else None

@@ -71,7 +71,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_every: int = 100
     """Revisions of a document between two cached content snapshots."""
     dead_cap: int = 100_000
-    health_cap: int = 10_000
 
     metrics_port: int = 0
     """Port of a worker's /metrics endpoint; 0 for none."""

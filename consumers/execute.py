@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, decode_normalized
 from consumers.metrics import OUTCOMES, RETRIES
-from consumers.runner import Entry, RetryLater, outcome_fields
+from consumers.runner import Entry, RetryLater, outcome_fields, parse_id
 from projections.content import EMPTY_HASH, content_hash
 from projections.fold import plan
 from projections.patch import to_ops
@@ -38,6 +38,7 @@ __all__ = ["ExecuteStage"]
 
 log = structlog.get_logger("patchlog.execute")
 _JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
 _RECORD = msgspec.json.Decoder(IdRecord)
 _ROUNDS = 50
 _HISTORY = 512
@@ -199,11 +200,13 @@ class ExecuteStage:
         retry: list[tuple[Entry, NormalizedPatch]] = []
         finals: list[_Decision] = []
         stale: set[str] = set()
+        tally: dict[str, int] = {}
         for decision, (status, rev) in zip(decisions, results, strict=True):
             self.counts[status] = self.counts.get(status, 0) + 1
             if status == "ok":
                 self.waiting.pop(decision.entry[0], None)
-                self._count(decision.outcome.status.value)
+                what = decision.outcome.status.value
+                tally[what] = tally.get(what, 0) + 1
                 continue
             stale.add(decision.patch.doc)
             if status == "cas":
@@ -213,7 +216,11 @@ class ExecuteStage:
                 finals.append(self._reuse(decision, rev))
             else:  # 'dup' or 'fenced': decided here, or by the entry's new owner
                 self.waiting.pop(decision.entry[0], None)
-                self._count("duplicate" if status == "dup" else status)
+                what = "duplicate" if status == "dup" else status
+                tally[what] = tally.get(what, 0) + 1
+        for what, count in tally.items():
+            self.counts[what] = self.counts.get(what, 0) + count
+            OUTCOMES.labels(self.name, what).inc(count)
         for doc in stale:
             self.docs.pop(doc, None)
         confirmed = {d.patch.doc for d in decisions} - stale
@@ -221,10 +228,6 @@ class ExecuteStage:
         self.cas_retries += len(retry)
         RETRIES.inc(len(retry))
         return retry, finals
-
-    def _count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-        OUTCOMES.labels(self.name, what).inc()
 
     async def _refresh_strict(self) -> None:
         if time.monotonic() - self._strict_at < 2.0:
@@ -356,34 +359,38 @@ class ExecuteStage:
 
     async def _commit(self, consumer: str, decisions: Sequence[_Decision]) -> list[tuple[str, str]]:
         keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
-        args: list[str | int] = [
-            self.name,
-            consumer,
-            int(self.settings.idempotency_window * 1000),
-            len(decisions),
-            EMPTY_HASH,
-        ]
         now_ms = time.time_ns() // 1_000_000  # the record's time; the streams use the server's
+        batch: list[list[Any]] = []
         for d in decisions:
             keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
             keys.append(self.keys.patch_id(d.patch.id))
             fields = {**msgspec.structs.asdict(d.outcome), "at": now_ms}
             record = IdRecord(**fields, digest=d.patch.digest)
-            args += [
+            batch.append([
                 d.entry[0],
                 d.kind,
                 d.head,
                 d.head_hash,
                 d.patch.src,
                 d.patch.digest,
-                _JSON.encode(outcome_fields(d.outcome, entry=d.outcome.entry)).decode(),
+                outcome_fields(d.outcome, entry=d.outcome.entry),
                 _JSON.encode(record).decode(),
-                _JSON.encode(d.revision).decode() if d.revision else "",
+                d.revision or [],
                 d.new_hash,
                 d.lines,
-            ]
-        replies = await self.scripts.commit(keys=keys, args=args)
-        out = [(status.decode(), rev.decode()) for status, rev, _ in replies]
+            ])  # fmt: skip
+        ids = sorted({d.entry[0] for d in decisions}, key=parse_id)
+        args: list[str | bytes | int] = [
+            self.name,
+            consumer,
+            int(self.settings.idempotency_window * 1000),
+            EMPTY_HASH,
+            ids[0],
+            ids[-1],
+            _MSGPACK.encode(batch),
+        ]
+        reply: Any = await self.scripts.commit(keys=keys, args=args)
+        out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for d, (status, _) in zip(decisions, out, strict=True):
             log.debug(
                 "decided",

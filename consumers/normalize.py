@@ -5,6 +5,7 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from consumers.messages import NormalizedPatch, encode_normalized
 from consumers.metrics import OUTCOMES
-from consumers.runner import Entry, outcome_fields, rejection
+from consumers.runner import Entry, outcome_fields, parse_id, rejection
 from projections.diff import parse_diff
 from projections.patch import normalize
 from streams.codec import decode_ingress, entry_text, payload_digest
@@ -25,6 +26,9 @@ __all__ = ["NormalizeStage", "normalize_entry"]
 
 log = structlog.get_logger("patchlog.normalize")
 _JSON = msgspec.json.Encoder()
+_MSGPACK = msgspec.msgpack.Encoder()
+_FORWARDED = OUTCOMES.labels(NORMALIZE, "forwarded")
+_REJECTED = OUTCOMES.labels(NORMALIZE, "rejected")
 
 
 def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
@@ -85,12 +89,9 @@ class NormalizeStage:
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Forward or reject every entry, and acknowledge them, in one script call."""
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
-        args: list[str | bytes | int] = [
-            self.name,
-            consumer,
-            int(self.settings.idempotency_window * 1000),
-            len(entries),
-        ]
+        batch: list[list[Any]] = []
+        payloads: list[bytes] = []
+        forwarded = 0
         for entry in entries:
             try:
                 patch = normalize_entry(entry, self.settings)
@@ -98,18 +99,30 @@ class NormalizeStage:
                 patch_id, doc = _identify(entry)
                 outcome = rejection(entry, patch_id, doc, err.code, err.message)
                 keys.append(self.keys.patch_id(patch_id))
-                args += [
+                batch.append([
                     entry[0],
                     "r",
-                    _JSON.encode(outcome_fields(outcome, entry=entry_text(entry[1]))),
-                    _JSON.encode(outcome),
-                ]
+                    outcome_fields(outcome, entry=entry_text(entry[1])),
+                    _JSON.encode(outcome).decode(),
+                ])  # fmt: skip
+                payloads.append(b"")
                 self.rejected += 1
-                OUTCOMES.labels(self.name, "rejected").inc()
+                _REJECTED.inc()
                 log.info("rejected", src=entry[0], id=patch_id, doc=doc, code=err.code.value)
                 continue
-            keys.append(self.keys.patch_id(patch.id))
-            args += [entry[0], "f", encode_normalized(patch), ""]
-            self.forwarded += 1
-            OUTCOMES.labels(self.name, "forwarded").inc()
+            batch.append([entry[0], "f", [], ""])
+            payloads.append(encode_normalized(patch))
+            forwarded += 1
+        self.forwarded += forwarded
+        _FORWARDED.inc(forwarded)
+        ids = sorted((entry[0] for entry in entries), key=parse_id)
+        args: list[str | bytes | int] = [
+            self.name,
+            consumer,
+            int(self.settings.idempotency_window * 1000),
+            ids[0],
+            ids[-1],
+            _MSGPACK.encode(batch),
+            *payloads,
+        ]
         await self.scripts.forward(keys=keys, args=args)

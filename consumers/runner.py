@@ -50,6 +50,7 @@ __all__ = [
     "Stage",
     "is_transient",
     "outcome_fields",
+    "parse_id",
     "rejection",
     "trim_acknowledged",
     "trim_older_than",
@@ -473,10 +474,10 @@ class Runner:
             return False
         if not newest:
             return True
-        last = _parse_id(newest[0][0])
+        last = parse_id(newest[0][0])
         for group in groups:
             if group["name"].decode() == self.stage.name:
-                return _parse_id(group["last-delivered-id"]) >= last
+                return parse_id(group["last-delivered-id"]) >= last
         return True
 
 
@@ -526,11 +527,11 @@ async def trim_acknowledged(redis: Redis, stream: str) -> None:
     floor: tuple[int, int] | None = None
     for group in groups:
         name = group["name"].decode()
-        candidate = _parse_id(group["last-delivered-id"])
+        candidate = parse_id(group["last-delivered-id"])
         if int(group["pending"]) > 0:
             summary: Any = await redis.xpending(stream, name)
             if summary["min"] is not None:  # else it was acknowledged meanwhile
-                candidate = min(candidate, _parse_id(summary["min"]))
+                candidate = min(candidate, parse_id(summary["min"]))
         floor = candidate if floor is None else min(floor, candidate)
     if floor is not None and floor > (0, 0):
         await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
@@ -544,7 +545,8 @@ async def trim_older_than(redis: Redis, stream: str, seconds: float) -> None:
         await redis.xtrim(stream, minid=f"{floor}-0", approximate=True)
 
 
-def _parse_id(raw: bytes | str) -> tuple[int, int]:
+def parse_id(raw: bytes | str) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence), which orders like the stream."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)

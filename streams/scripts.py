@@ -32,11 +32,16 @@ def _source(name: str) -> str:
     return resources.files("streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def _batched(name: str) -> str:
+    """A script that decides a batch of entries, after the shared fence and ack."""
+    return _source("fence") + _source(name)
+
+
 def load(redis: Redis) -> Scripts:
     """Register every script on ``redis`` (nothing is sent until the first call)."""
     return Scripts(
-        forward=redis.register_script(_source("forward")),
-        commit=redis.register_script(_source("commit")),
+        forward=redis.register_script(_batched("forward")),
+        commit=redis.register_script(_batched("commit")),
         claim=redis.register_script(_source("claim")),
         dead=redis.register_script(_source("dead")),
     )

@@ -8,33 +8,40 @@
 --     on, else 'cas'; after a 'cas' every later patch of that document in the batch is
 --     'cas' too (it was decided on top of the failed one).
 -- Then it writes the document head, the revision, the index, the outcome and the id
--- record, and acknowledges the normalized entry: all or nothing, for that patch.
+-- record. The entries of decided patches are acknowledged together at the end: should
+-- the script stop half way, a redelivered entry finds its own id record and is only
+-- acknowledged.
 --
 -- KEYS[1] normalized stream  KEYS[2] revisions  KEYS[3] outcomes  KEYS[4] docs set
 -- KEYS[4+3i-2..4+3i] per patch i: document head hash, revision index list, id record
--- ARGV[1] group  ARGV[2] consumer  ARGV[3] id record ttl (ms)  ARGV[4] n
--- ARGV[5] hash of the empty document (the head of a document without revisions)
--- then per patch, 11 values:
+-- ARGV[1] group  ARGV[2] consumer  ARGV[3] id record ttl (ms)
+-- ARGV[4] hash of the empty document (the head of a document without revisions)
+-- ARGV[5] lowest and ARGV[6] highest normalized entry id of the batch
+-- ARGV[7] msgpack array of patches, each an array of 11 values (strings unless noted):
 --   entry   normalized stream id
 --   kind    'c' commit, 'r' reject, 'n' noop, 'x' final reject (no CAS, no id check)
---   head    revision the decision was computed on (decimal)
+--   head    revision the decision was computed on (integer)
 --   prev    hash of that revision
 --   src     ingress entry id
 --   digest  payload digest
---   outcome flat JSON array [name, value, ...] of outcome fields, without 'at'
+--   outcome array of outcome fields [name, value, ...] without 'at'
 --   record  id record JSON (the outcome plus digest)
---   revision flat JSON array of revision fields without 'at', starting 'doc', name
---           (commit), else ''
+--   revision array of revision fields without 'at', starting 'doc', name (commit), else {}
 --   hash    new content hash (commit), else ''
---   lines   new line count (commit), else ''
--- Returns per patch {status, rev, revision stream id}; status is one of
+--   lines   new line count (integer; commit), else 0
+-- Returns a flat array: per patch its status and rev; status is one of
 -- 'ok', 'fenced', 'cas', 'dup', 'reuse' (rev is then the first src instead).
-local group, consumer, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local empty = ARGV[5]
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local ttl, empty = tonumber(ARGV[3]), ARGV[4]
+local batch = cmsgpack.unpack(ARGV[7])
+local n = #batch
 local failed = {}
+local acks = {}
 local t = redis.call('TIME')
 local now = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
 local out = {}
+
+local pending = fence(stream, group, consumer, ARGV[5], ARGV[6], n)
 
 local function add_at(flat)
   flat[#flat + 1] = 'at'
@@ -43,15 +50,14 @@ local function add_at(flat)
 end
 
 for i = 1, n do
-  local a = 5 + (i - 1) * 11
-  local entry, kind, head, prevhash = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4]
-  local src, digest, outcome, record = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local revision, newhash, lines = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
+  local p = batch[i]
+  local entry, kind, head, prevhash = p[1], p[2], p[3], p[4]
+  local src, digest, outcome, record = p[5], p[6], p[7], p[8]
+  local revision, newhash, lines = p[9], p[10], p[11]
   local k_doc, k_idx, k_id = KEYS[4 + 3 * i - 2], KEYS[4 + 3 * i - 1], KEYS[4 + 3 * i]
-  local status, rev, revid = 'ok', '', ''
+  local status, rev = 'ok', ''
 
-  local pel = redis.call('XPENDING', KEYS[1], group, entry, entry, 1)
-  if #pel == 0 or pel[1][2] ~= consumer then
+  if not pending(entry) then
     status = 'fenced'
   end
 
@@ -67,7 +73,7 @@ for i = 1, n do
   end
   if status == 'ok' and kind ~= 'x' and owner then
     if owner.src == src then
-      redis.call('XACK', KEYS[1], group, entry)  -- this very entry, decided already
+      acks[#acks + 1] = entry  -- this very entry, decided already
       status, rev = 'dup', string.format('%d', owner.rev)
     elseif owner.digest == digest then
       -- A replay gets the same answer: a duplicate of an applied patch points at its
@@ -91,7 +97,7 @@ for i = 1, n do
       fields[#fields + 1] = 'src'
       fields[#fields + 1] = src
       redis.call('XADD', KEYS[3], '*', unpack(add_at(fields)))
-      redis.call('XACK', KEYS[1], group, entry)
+      acks[#acks + 1] = entry
       status, rev = 'dup', string.format('%d', owner.rev)
     else
       status, rev = 'reuse', owner.src
@@ -103,32 +109,35 @@ for i = 1, n do
     local current, currenthash = tonumber(cur[1] or '0'), cur[2] or empty
     if failed[k_doc] or current ~= head or currenthash ~= prevhash then
       failed[k_doc] = true
-      status, rev = 'cas', tostring(current)
+      status, rev = 'cas', string.format('%d', current)
     end
   end
 
   if status == 'ok' then
     if kind == 'c' then
-      rev = tostring(head + 1)
-      local fields = cjson.decode(revision)
-      local name = fields[2]
-      revid = redis.call('XADD', KEYS[2], '*', unpack(add_at(fields)))
-      redis.call('HSET', k_doc, 'rev', rev, 'hash', newhash, 'lines', lines)
+      rev = string.format('%d', head + 1)
+      local revid = redis.call('XADD', KEYS[2], '*', unpack(add_at(revision)))
+      redis.call('HSET', k_doc, 'rev', rev, 'hash', newhash, 'lines', string.format('%d', lines))
       redis.call('RPUSH', k_idx, revid)
       if head == 0 then
-        redis.call('SADD', KEYS[4], name)
+        redis.call('SADD', KEYS[4], revision[2])
       end
     else
-      rev = tostring(head)
+      rev = string.format('%d', head)
     end
-    redis.call('XADD', KEYS[3], '*', unpack(add_at(cjson.decode(outcome))))
+    redis.call('XADD', KEYS[3], '*', unpack(add_at(outcome)))
     if kind ~= 'x' and not owner then
-      redis.call('DEL', k_id)
+      if raw then  -- a record without a digest (a malformed entry's) gives way
+        redis.call('DEL', k_id)
+      end
       redis.call('RPUSH', k_id, record)
       redis.call('PEXPIRE', k_id, ttl)
     end
-    redis.call('XACK', KEYS[1], group, entry)
+    acks[#acks + 1] = entry
   end
-  out[i] = {status, rev, revid}
+  out[2 * i - 1] = status
+  out[2 * i] = rev
 end
+
+ack(stream, group, acks)
 return out

@@ -1,0 +1,31 @@
+-- Prepended to the scripts that decide a batch of entries (see streams/scripts.py).
+-- fence(...) reads, in one call, which entries of the batch's id range [lo, hi] are
+-- pending for this consumer, and returns a predicate: is this entry still ours? A
+-- full reply may have missed some, which are then looked up one by one.
+local function fence(stream, group, consumer, lo, hi, n)
+  local limit = 2 * n + 64
+  local mine = {}
+  local pel = redis.call('XPENDING', stream, group, lo, hi, limit, consumer)
+  for _, p in ipairs(pel) do
+    mine[p[1]] = true
+  end
+  local complete = #pel < limit
+  return function(entry)
+    if mine[entry] then
+      return true
+    end
+    if complete then
+      return false
+    end
+    local one = redis.call('XPENDING', stream, group, entry, entry, 1)
+    return #one > 0 and one[1][2] == consumer
+  end
+end
+
+-- Acknowledge entries in slices: unpack() is bounded by the Lua stack.
+local function ack(stream, group, ids)
+  for first = 1, #ids, 1000 do
+    redis.call('XACK', stream, group, unpack(ids, first, math.min(#ids, first + 999)))
+  end
+end
+

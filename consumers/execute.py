@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
+from consumers.cache import HISTORY, DocCache
 from consumers.messages import NormalizedPatch, decode_normalized
 from consumers.metrics import OUTCOMES, RETRIES
 from consumers.runner import Entry, RetryLater, outcome_fields, parse_id
@@ -29,7 +30,7 @@ from projections.rebase import Later
 from streams.codec import entry_text, id_reuse
 from streams.errors import Rejected
 from streams.keys import EXECUTE
-from streams.log import Head, later_of, load_content, read_heads, revisions_of, write_snapshot
+from streams.log import later_of, revisions_of, write_snapshot
 from streams.schema import IdRecord, Outcome, OutcomeStatus
 from streams.scripts import Scripts
 from streams.settings import Settings
@@ -41,24 +42,8 @@ _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
 _RECORD = msgspec.json.Decoder(IdRecord)
 _ROUNDS = 50
-_HISTORY = 512
-_MAX_DOCS = 4096
+_CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
 _WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
-
-
-class _Doc:
-    """A document's cached head and content."""
-
-    __slots__ = ("hash", "history", "lines", "rev", "snapshot_rev")
-
-    def __init__(
-        self, rev: int, digest: str, lines: list[str], history: Sequence[Later], snap: int
-    ):
-        self.rev = rev
-        self.hash = digest
-        self.lines = lines
-        self.history: deque[Later] = deque(history, maxlen=_HISTORY)
-        self.snapshot_rev = snap
 
 
 class _Waiting(msgspec.Struct):
@@ -78,7 +63,7 @@ class _Decision(msgspec.Struct):
     outcome: Outcome
     revision: list[str] | None = None
     new_hash: str = ""
-    lines: int = 0
+    content: list[str] | None = None
 
 
 def _outcome(
@@ -106,7 +91,8 @@ class ExecuteStage:
         self.scripts = scripts
         self.keys = settings.keys
         self.stream = self.keys.normalized
-        self.docs: OrderedDict[str, _Doc] = OrderedDict()
+        self.docs = DocCache(redis, self.keys)
+        self._contended_until = 0.0
         self.waiting: dict[str, _Waiting] = {}
         self._strict: dict[str, bool] = {}
         self._strict_at = 0.0
@@ -148,7 +134,7 @@ class ExecuteStage:
         except BaseException:
             # The cache advanced speculatively and the commit did not confirm it.
             for doc in touched:
-                self.docs.pop(doc, None)
+                self.docs.drop(doc)
             raise
 
     # -- deciding ----------------------------------------------------------------------
@@ -158,10 +144,16 @@ class ExecuteStage:
         budget = self.settings.lease_ms / 4000  # seconds of deciding before committing
         for _ in range(_ROUNDS):
             await self._refresh_strict()
-            ahead = [
-                p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
-            ]
-            await self._load([p.doc for _, p in items], ahead)
+            docs = [p.doc for _, p in items]
+            if time.monotonic() < self._contended_until:
+                # Other workers commit to these documents too: read their heads before
+                # deciding rather than lose the race at commit time.
+                check = docs
+            else:
+                check = [
+                    p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
+                ]
+            await self.docs.ensure(docs, check)
             # Replays and reused ids are not looked up first (a round trip per batch):
             # the script answers them, and a document whose chain they broke is
             # decided again on a fresh copy. Ids known owned from a previous round are.
@@ -205,12 +197,16 @@ class ExecuteStage:
             self.counts[status] = self.counts.get(status, 0) + 1
             if status == "ok":
                 self.waiting.pop(decision.entry[0], None)
+                if decision.content is not None and decision.patch.doc in self.docs:
+                    cached = self.docs[decision.patch.doc]
+                    cached.confirm(decision.head + 1, decision.new_hash, decision.content)
                 what = decision.outcome.status.value
                 tally[what] = tally.get(what, 0) + 1
                 continue
             stale.add(decision.patch.doc)
             if status == "cas":
                 retry.append((decision.entry, decision.patch))
+                self._contended_until = time.monotonic() + _CONTENDED
             elif status == "reuse":
                 self._owned.add(decision.patch.id)
                 finals.append(self._reuse(decision, rev))
@@ -222,7 +218,7 @@ class ExecuteStage:
             self.counts[what] = self.counts.get(what, 0) + count
             OUTCOMES.labels(self.name, what).inc(count)
         for doc in stale:
-            self.docs.pop(doc, None)
+            self.docs.rollback(doc)
         confirmed = {d.patch.doc for d in decisions} - stale
         await self._snapshots(confirmed)
         self.cas_retries += len(retry)
@@ -241,31 +237,6 @@ class ExecuteStage:
             return self._strict[doc]
         return self.settings.strict or self._strict.get("*", False)
 
-    async def _load(self, docs: Sequence[str], ahead: Sequence[str] = ()) -> None:
-        """Cache the documents not cached yet; re-read those in ``ahead`` (a patch's base
-        is past the cached head: another worker has moved the document)."""
-        for doc in ahead:
-            self.docs.pop(doc, None)
-        wanted = list(dict.fromkeys(docs))
-        for doc in wanted:
-            if doc in self.docs:
-                self.docs.move_to_end(doc)
-        missing = [d for d in wanted if d not in self.docs]
-        if missing:
-            heads = await read_heads(self.redis, self.keys, missing)
-            for doc in missing:
-                head: Head = heads[doc]
-                if head.rev == 0:
-                    self.docs[doc] = _Doc(0, head.hash, [], [], 0)
-                    continue
-                loaded = await load_content(self.redis, self.keys, doc, head)
-                self.docs[doc] = _Doc(
-                    loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev
-                )
-        # Evict the least recently used, never a document of the batch in hand.
-        while len(self.docs) > max(_MAX_DOCS, len(wanted)):
-            self.docs.popitem(last=False)
-
     async def _ensure_history(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> None:
         """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""
         for _, patch in items:
@@ -278,7 +249,7 @@ class ExecuteStage:
                     self.redis, self.keys, patch.doc, patch.base + 1, first_cached - 1
                 )
                 merged = [later_of(r) for r in older] + list(doc.history)
-                doc.history = deque(merged, maxlen=max(_HISTORY, len(merged)))
+                doc.history = deque(merged, maxlen=max(HISTORY, len(merged)))
 
     def _plan(self, entry: Entry, patch: NormalizedPatch, owned: set[str]) -> _Decision | None:
         doc = self.docs[patch.doc]
@@ -331,10 +302,9 @@ class ExecuteStage:
             _outcome(patch, OutcomeStatus.COMMITTED, rev),
             revision,
             digest,
-            len(planned.content),
+            planned.content,
         )
-        doc.rev, doc.hash, doc.lines = rev, digest, planned.content
-        doc.history.append(Later(rev=rev, splices=planned.splices))
+        doc.advance(rev, digest, planned.content, Later(rev=rev, splices=planned.splices))
         return decision
 
     def _reuse(self, decision: _Decision, first_src: str) -> _Decision:
@@ -377,7 +347,7 @@ class ExecuteStage:
                 _JSON.encode(record).decode(),
                 d.revision or [],
                 d.new_hash,
-                d.lines,
+                len(d.content or ()),
             ])  # fmt: skip
         ids = sorted({d.entry[0] for d in decisions}, key=parse_id)
         args: list[str | bytes | int] = [

@@ -278,6 +278,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
             if not load.measuring and now >= warm_until:
                 load.measuring = True
                 cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                cpu0["bench"] = time.process_time()
                 server0 = await _server_cpu(redis)
                 memory0 = int((await redis.info("memory"))["used_memory"])
                 revs0 = int(await redis.xlen(settings.keys.revisions))
@@ -302,6 +303,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
                 await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
         elapsed = time.perf_counter() - t0
         cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        cpu1["bench"] = time.process_time()
         server1 = await _server_cpu(redis)
         memory1 = int((await redis.info("memory"))["used_memory"])
         revs1 = int(await redis.xlen(settings.keys.revisions))
@@ -309,7 +311,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         stop.set()
         await tail
         committed = max(1, load.committed)
-        cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in pids}
+        cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in cpu1}
         cpu["server"] = (server1 - server0) / committed * 1e6
         new_revs = max(1, revs1 - revs0)
         return BenchResult(

@@ -30,6 +30,7 @@ __all__ = [
     "read_head",
     "read_heads",
     "revisions_of",
+    "revisions_since",
     "write_snapshot",
 ]
 
@@ -79,7 +80,9 @@ async def read_head(redis: Redis, keys: Keys, doc: str) -> Head:
 
 
 async def read_heads(redis: Redis, keys: Keys, docs: Sequence[str]) -> dict[str, Head]:
-    """Heads of several documents in one round trip."""
+    """Heads of several documents in one round trip (none for no documents)."""
+    if not docs:
+        return {}
     async with redis.pipeline(transaction=False) as pipe:
         for doc in docs:
             pipe.hmget(keys.doc(doc), ["rev", "hash", "lines"])
@@ -104,13 +107,49 @@ async def revisions_of(redis: Redis, keys: Keys, doc: str, first: int, last: int
             for stream_id in ids:
                 pipe.xrange(keys.revisions, stream_id, stream_id)
             replies = await pipe.execute()
-        for rev, reply in enumerate(replies, start):
-            if not reply:
-                raise CorruptEntry(f"revision {rev} of {doc!r} is missing from the log")
-            revision = decode_event(Revision, reply[0][1])
-            if revision.rev != rev or revision.doc != doc:
-                raise CorruptEntry(f"index of {doc!r} points revision {rev} at {revision.rev}")
-            out.append(revision)
+        out += [_checked(doc, rev, reply) for rev, reply in enumerate(replies, start)]
+    return out
+
+
+def _checked(doc: str, rev: int, reply: Any) -> Revision:
+    """Revision ``rev`` of ``doc`` from an XRANGE reply; raises ``CorruptEntry``."""
+    if not reply:
+        raise CorruptEntry(f"revision {rev} of {doc!r} is missing from the log")
+    revision = decode_event(Revision, reply[0][1])
+    if revision.rev != rev or revision.doc != doc:
+        raise CorruptEntry(f"index of {doc!r} points revision {rev} at {revision.rev}")
+    return revision
+
+
+async def revisions_since(
+    redis: Redis, keys: Keys, spans: dict[str, tuple[int, int]]
+) -> dict[str, list[Revision]]:
+    """Revisions ``first..last`` of several documents (``spans``: doc -> (first, last)),
+    in two round trips whatever their number; for short spans (catching up a cache).
+
+    Raises ``CorruptEntry`` if an index or the revisions stream lacks one of them.
+    """
+    wanted = [(doc, first, last) for doc, (first, last) in spans.items() if last >= first]
+    if not wanted:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for doc, first, last in wanted:
+            pipe.lrange(keys.index(doc), first - 1, last - 1)
+        indexes: list[Any] = await pipe.execute()
+    for (doc, first, last), ids in zip(wanted, indexes, strict=True):
+        if len(ids) != last - first + 1:
+            raise CorruptEntry(f"index of {doc!r} lacks revisions {first}..{last}")
+    async with redis.pipeline(transaction=False) as pipe:
+        for ids in indexes:
+            for stream_id in ids:
+                pipe.xrange(keys.revisions, stream_id, stream_id)
+        replies: list[Any] = await pipe.execute()
+    out: dict[str, list[Revision]] = {}
+    position = 0
+    for (doc, first, _), ids in zip(wanted, indexes, strict=True):
+        chunk = replies[position : position + len(ids)]
+        out[doc] = [_checked(doc, rev, reply) for rev, reply in enumerate(chunk, first)]
+        position += len(ids)
     return out
 
 

@@ -261,12 +261,18 @@ class ExecuteStage:
             waiting = self.waiting.setdefault(entry[0], _Waiting(entry, now, now + _WAIT_STEP))
             if now - waiting.since < self.settings.base_ahead_wait:
                 return None
-        later = [h for h in doc.history if h.rev > patch.base]
+        later: list[Later] = []
+        if patch.base < doc.rev:  # the newest revisions are last: walk back to the base
+            for h in reversed(doc.history):
+                if h.rev <= patch.base:
+                    break
+                later.append(h)
+            later.reverse()
         try:
             planned = plan(
                 doc.lines,
                 doc.rev,
-                later if patch.base < doc.rev else [],
+                later,
                 base=patch.base,
                 splices=patch.splices,
                 diff=patch.diff,

@@ -3,20 +3,32 @@
 - raw ceiling: the same kind of stream entries written, read and acknowledged by one
   pipelined client that does no processing at all;
 - naive pipeline: what a user would write first: one entry at a time, the document as
-  a JSON list in one key, WATCH/MULTI/EXEC per patch (state, revision, ack).
+  a JSON list in one key, WATCH/MULTI/EXEC per patch (state, revision, outcome, ack).
+  ``naive_consumer`` runs it as its own process under the bench's offered load
+  (``python -m ops.baselines URL NAMESPACE``), exactly where patchlog's workers run;
+  ``naive_pipeline`` times it alone, draining a prepared backlog.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import signal
+import sys
 import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
-__all__ = ["naive_pipeline", "raw_ceiling"]
+from streams.connection import connect
+from streams.keys import Keys
+from streams.settings import Settings
+
+__all__ = ["naive_consumer", "naive_pipeline", "raw_ceiling"]
+
+_GROUP = "naive"
 
 
 def _patch(rng: random.Random, lines: int, serial: int) -> str:
@@ -102,3 +114,59 @@ async def naive_pipeline(
     keys = [stream, f"{prefix}:naive:revisions"] + [f"{prefix}:naive:doc:{d}" for d in range(docs)]
     await redis.delete(*keys)
     return count / elapsed
+
+
+async def _naive_one(redis: Redis, keys: Keys, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    doc = fields[b"doc"].decode()
+    ops = json.loads(fields[b"ops"])
+    key = keys.doc(doc)
+    while True:
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                rev, raw = await pipe.hmget(key, ["rev", "content"])
+                new = _apply(json.loads(raw) if raw else [], ops)
+                head = int(rev or 0) + 1
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(key, mapping={"rev": head, "content": json.dumps(new)})
+                pipe.xadd(keys.revisions, {"doc": doc, "rev": head, "ops": fields[b"ops"]})
+                pipe.xadd(
+                    keys.outcomes,
+                    {"id": fields.get(b"id", entry_id), "doc": doc, "status": "committed",
+                     "rev": head, "src": entry_id},
+                )  # fmt: skip
+                pipe.xack(keys.patches, _GROUP, entry_id)
+                await pipe.execute()
+            except WatchError:
+                continue
+            return
+
+
+async def naive_consumer(redis: Redis, keys: Keys, stop: asyncio.Event) -> None:
+    """The naive pipeline on ``keys.patches`` until ``stop``: read one entry, commit it
+    with WATCH/MULTI/EXEC, and write its outcome where patchlog writes outcomes."""
+    try:
+        await redis.xgroup_create(keys.patches, _GROUP, id="0", mkstream=True)
+    except ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+    while not stop.is_set():
+        reply: Any = await redis.xreadgroup(_GROUP, "c", {keys.patches: ">"}, count=1, block=100)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                await _naive_one(redis, keys, entry_id, fields)
+
+
+async def _main(url: str, namespace: str) -> None:
+    settings = Settings(namespace=namespace)
+    redis = connect(settings, url, name="patchlog-naive", block_ms=1000)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await naive_consumer(redis, settings.keys, stop)
+    finally:
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1], sys.argv[2]))

@@ -15,3 +15,15 @@ async def test_a_short_bench_run_reports_its_figures() -> None:
     assert {"normalize-1", "execute-1", "server"} <= set(result.cpu_us_per_patch)
     assert all(v > 0 for v in result.cpu_us_per_patch.values())
     assert result.server_ceiling_per_s > result.committed_per_s * 0.5
+
+
+async def test_the_naive_pipeline_runs_under_the_same_load() -> None:
+    """The naive baseline runs as its own process where patchlog's workers run, and
+    the same clients measure it: its patches commit, its CPU is counted."""
+    tiny = Scenario("tiny", docs=20, lines=20, clients=4)
+    result = await run_scenario(tiny, seconds=1.0, naive=True)
+    assert result.scenario == "tiny (naive)"
+    assert result.committed > 20
+    assert set(result.outcomes) == {"committed"}
+    assert {"naive", "bench", "server"} == set(result.cpu_us_per_patch)
+    assert result.cpu_us_per_patch["naive"] > 0

@@ -103,6 +103,17 @@ class DocCache:
         self.docs.pop(doc, None)
         self.suspect.discard(doc)
 
+    def confirm(self, doc: str, rev: int, digest: str, lines: list[str]) -> None:
+        """The server committed revision ``rev`` of ``doc`` with this content. A document
+        rolled back meanwhile (it lost a race the chunk before) is loaded afresh."""
+        cached = self.docs.get(doc)
+        if cached is None:
+            return
+        if cached.rev < rev:
+            self.drop(doc)
+            return
+        cached.confirm(rev, digest, lines)
+
     def rollback(self, doc: str) -> None:
         """Back to the confirmed state; the head is read before the next decision."""
         cached = self.docs.get(doc)

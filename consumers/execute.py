@@ -46,6 +46,10 @@ _CONTENDED = 10.0  # seconds of reading heads first after another worker won a r
 _WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
 
 
+_Item = tuple[Entry, NormalizedPatch]
+"""A normalized entry and the patch it carries."""
+
+
 class _Waiting(msgspec.Struct):
     """A patch whose base does not exist yet, held since ``since`` (monotonic s)."""
 
@@ -139,57 +143,94 @@ class ExecuteStage:
 
     # -- deciding ----------------------------------------------------------------------
 
-    async def _decide(self, consumer: str, items: list[tuple[Entry, NormalizedPatch]]) -> None:
+    async def _decide(self, consumer: str, items: list[_Item]) -> None:
         finals: list[_Decision] = []
-        budget = self.settings.lease_ms / 4000  # seconds of deciding before committing
         for _ in range(_ROUNDS):
-            await self._refresh_strict()
-            docs = [p.doc for _, p in items]
-            if time.monotonic() < self._contended_until:
-                # Other workers commit to these documents too: read their heads before
-                # deciding rather than lose the race at commit time.
-                check = docs
-            else:
-                check = [
-                    p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
-                ]
-            await self.docs.ensure(docs, check)
-            # Replays and reused ids are not looked up first (a round trip per batch):
-            # the script answers them, and a document whose chain they broke is
-            # decided again on a fresh copy. Ids known owned from a previous round are.
-            await self._ensure_history(items)
-            decisions: list[_Decision] = []
-            later: list[tuple[Entry, NormalizedPatch]] = []
-            ids: set[str] = set()
-            started = time.monotonic()
-            for n, (entry, patch) in enumerate(items):
-                if patch.id in ids or time.monotonic() - started > budget:
-                    # A second patch with an id of this round waits for the first one's
-                    # fate; past the time budget the rest waits for the next commit.
-                    later.append((entry, patch))
-                    continue
-                ids.add(patch.id)
-                decision = self._plan(entry, patch, self._owned)
-                if decision is not None:
-                    decisions.append(decision)
-                if n % 16 == 15:
-                    await asyncio.sleep(0)  # let the lease renew during long batches
-            decisions += finals
-            if not decisions and not later:
-                return
-            retry, finals = await self._settle(consumer, decisions) if decisions else ([], [])
+            await self._prepare(items)
+            retry, finals, later = await self._round(consumer, items, finals)
             if not retry and not finals and not later:
                 return
             items = retry + later
         raise RetryLater(f"{len(items)} patches lost the head race {_ROUNDS} times")
 
-    async def _settle(
-        self, consumer: str, decisions: list[_Decision]
-    ) -> tuple[list[tuple[Entry, NormalizedPatch]], list[_Decision]]:
-        """Commit decisions; return the patches to decide again and final rejections."""
+    async def _prepare(self, items: Sequence[_Item]) -> None:
+        """Have every document of ``items`` cached at its head as far as known."""
+        await self._refresh_strict()
+        docs = [p.doc for _, p in items]
+        if time.monotonic() < self._contended_until:
+            # Other workers commit to these documents too: read their heads before
+            # deciding rather than lose the race at commit time.
+            check = docs
+        else:
+            check = [
+                p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
+            ]
+        await self.docs.ensure(docs, check)
+        # Replays and reused ids are not looked up first (a round trip per batch): the
+        # script answers them, and a document whose chain they broke is decided again on
+        # a fresh copy. Ids known owned from a previous round are.
+        await self._ensure_history(items)
+
+    async def _round(
+        self,
+        consumer: str,
+        items: list[_Item],
+        carried: list[_Decision],
+    ) -> tuple[list[_Item], list[_Decision], list[_Item]]:
+        """Decide ``items`` in chunks, each decided while the previous chunk's commit runs
+        on the server. Returns (patches to decide again, final rejections to commit,
+        patches left for the next round); once a commit reports a lost race or a reused
+        id, no new chunk is started, so that a document's patches keep their order."""
+        retry: list[_Item] = []
+        finals: list[_Decision] = []
+        later: list[_Item] = []
+        ids: set[str] = set()
+        inflight: tuple[asyncio.Future[list[tuple[str, str]]], list[_Decision]] | None = None
+        chunk, pos = carried, 0
+        chunk_size = max(1, self.settings.commit_chunk)
+        try:
+            while True:
+                while not (retry or finals) and pos < len(items) and len(chunk) < chunk_size:
+                    entry, patch = items[pos]
+                    pos += 1
+                    if patch.id in ids:  # waits for the fate of the first patch of that id
+                        later.append((entry, patch))
+                        continue
+                    ids.add(patch.id)
+                    decision = self._plan(entry, patch, self._owned)
+                    if decision is not None:
+                        chunk.append(decision)
+                    if pos % 16 == 0:
+                        await asyncio.sleep(0)  # the commit in flight and the lease run
+                if inflight is not None:
+                    sent = inflight[1]
+                    results = await inflight[0]
+                    inflight = None
+                    more, final = await self._receive(sent, results)
+                    retry += more
+                    finals += final
+                if chunk:
+                    inflight = (asyncio.ensure_future(self._send(consumer, chunk)), chunk)
+                    chunk = []
+                    await asyncio.sleep(0)  # send it now; the next chunk is decided meanwhile
+                elif inflight is None:
+                    break
+        finally:
+            if inflight is not None:
+                inflight[0].cancel()
+                await asyncio.gather(inflight[0], return_exceptions=True)
+        return retry, finals, later + items[pos:]
+
+    async def _send(self, consumer: str, decisions: list[_Decision]) -> list[tuple[str, str]]:
         await self._attach_entries(decisions)
-        results = await self._commit(consumer, decisions)
-        retry: list[tuple[Entry, NormalizedPatch]] = []
+        return await self._commit(consumer, decisions)
+
+    async def _receive(
+        self, decisions: list[_Decision], results: list[tuple[str, str]]
+    ) -> tuple[list[_Item], list[_Decision]]:
+        """Apply a commit's results; return the patches to decide again and final
+        rejections."""
+        retry: list[_Item] = []
         finals: list[_Decision] = []
         stale: set[str] = set()
         tally: dict[str, int] = {}
@@ -197,9 +238,10 @@ class ExecuteStage:
             self.counts[status] = self.counts.get(status, 0) + 1
             if status == "ok":
                 self.waiting.pop(decision.entry[0], None)
-                if decision.content is not None and decision.patch.doc in self.docs:
-                    cached = self.docs[decision.patch.doc]
-                    cached.confirm(decision.head + 1, decision.new_hash, decision.content)
+                if decision.content is not None:
+                    self.docs.confirm(
+                        decision.patch.doc, decision.head + 1, decision.new_hash, decision.content
+                    )
                 what = decision.outcome.status.value
                 tally[what] = tally.get(what, 0) + 1
                 continue
@@ -237,7 +279,7 @@ class ExecuteStage:
             return self._strict[doc]
         return self.settings.strict or self._strict.get("*", False)
 
-    async def _ensure_history(self, items: Sequence[tuple[Entry, NormalizedPatch]]) -> None:
+    async def _ensure_history(self, items: Sequence[_Item]) -> None:
         """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""
         for _, patch in items:
             doc = self.docs[patch.doc]
@@ -379,13 +421,13 @@ class ExecuteStage:
         return out
 
     async def _snapshots(self, confirmed: set[str]) -> None:
-        """Snapshot documents whose cached content the last commit confirmed."""
-        due = [
-            (name, self.docs[name])
-            for name in confirmed
-            if name in self.docs
-            and self.docs[name].rev - self.docs[name].snapshot_rev >= self.settings.snapshot_every
-        ]
-        for name, doc in due:
-            await write_snapshot(self.redis, self.keys, name, doc.rev, doc.lines)
-            doc.snapshot_rev = doc.rev
+        """Snapshot documents whose confirmed content is ``snapshot_every`` revisions past
+        their last snapshot (never speculative content: a chunk may be in flight)."""
+        every = self.settings.snapshot_every
+        for name in confirmed:
+            doc = self.docs.docs.get(name)
+            if doc is not None and doc.confirmed_rev - doc.snapshot_rev >= every:
+                await write_snapshot(
+                    self.redis, self.keys, name, doc.confirmed_rev, doc.confirmed_lines
+                )
+                doc.snapshot_rev = doc.confirmed_rev

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     batch: int = 256
     """Entries a worker reads at once."""
+    commit_chunk: int = 64
+    """Patches per commit script call; execute decides the next chunk while the server
+    commits the previous one."""
     block_ms: int = 1000
     """How long one XREADGROUP waits for new entries."""
     lease_ms: int = 10_000

@@ -59,6 +59,7 @@ def settings(server: EmbeddedServer) -> Settings:
         claim_interval=0.2,
         base_ahead_wait=0.5,
         batch=64,
+        commit_chunk=16,  # several commits per batch: the overlapped path runs everywhere
     )
 
 

@@ -11,18 +11,22 @@ server's from INFO. The baselines of ``ops.baselines`` run on the same server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from ops.demo import free_port
@@ -30,6 +34,7 @@ from ops.supervisor import Supervisor
 from projections.diff import render_diff
 from projections.patch import apply, normalize
 from streams.connection import connect
+from streams.keys import EXECUTE
 from streams.schema import Insert, Op
 from streams.server import die_with_parent
 from streams.settings import Settings
@@ -76,6 +81,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     server_ceiling_per_s: float
     server_memory_bytes: int
     memory_per_million_revisions: float
+    commit_retries_per_patch: float | None = None
+    """Patches decided again after losing the head race, per committed patch (from the
+    execute workers' /metrics); ``None`` for the naive pipeline."""
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -257,6 +265,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         settings,
         normalize=0 if naive else normalize_workers,
         execute=0 if naive else execute_workers,
+        metrics_base=0 if naive else _free_ports(normalize_workers + execute_workers),
     )
     await supervisor.start()
     redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
@@ -278,6 +287,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         until = warm_until + seconds
         cpu0: dict[str, float] = {}
         server0 = 0.0
+        retries0 = 0.0
         memory0 = 0
         revs0 = 0
         if rate is None:
@@ -290,6 +300,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
                 load.measuring = True
                 cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
                 cpu0["bench"] = time.process_time()
+                retries0 = await _retries(supervisor)
                 server0 = await _server_cpu(redis)
                 memory0 = int((await redis.info("memory"))["used_memory"])
                 revs0 = int(await redis.xlen(settings.keys.revisions))
@@ -315,6 +326,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         elapsed = time.perf_counter() - t0
         cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         cpu1["bench"] = time.process_time()
+        retries1 = await _retries(supervisor)
         server1 = await _server_cpu(redis)
         memory1 = int((await redis.info("memory"))["used_memory"])
         revs1 = int(await redis.xlen(settings.keys.revisions))
@@ -338,6 +350,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
             server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
             server_memory_bytes=memory1,
             memory_per_million_revisions=(memory1 - memory0) / new_revs * 1e6,
+            commit_retries_per_patch=None if naive else (retries1 - retries0) / committed,
         )
     finally:
         stop.set()
@@ -347,6 +360,42 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         await supervisor.shutdown()
         await redis.aclose()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free right now."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(20_000, 60_000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise OSError(f"no {count} consecutive free ports found")
+
+
+def _scrape(port: int) -> float:
+    """``patchlog_commit_retries_total`` of the worker serving /metrics on ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "patchlog_commit_retries_total":
+                return float(sample.value)
+    return 0.0
+
+
+async def _retries(supervisor: Supervisor) -> float:
+    """Commit retries so far, summed over the execute workers (0 if none answers)."""
+    total = 0.0
+    for worker in supervisor.workers:
+        if worker.stage == EXECUTE and worker.metrics_port:
+            with contextlib.suppress(OSError):
+                total += await asyncio.to_thread(_scrape, worker.metrics_port)
+    return total
 
 
 async def _start_naive(url: str, namespace: str) -> asyncio.subprocess.Process:
@@ -476,7 +525,8 @@ def _report(
 
     table = Table(title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute)")
     columns = ("scenario", "mode", "committed/s", "p50 ms", "p99 ms", "max ms", "normalize us",
-               "execute us", "server us", "client us", "server ceiling/s", "rejected")  # fmt: skip
+               "execute us", "server us", "client us", "server ceiling/s", "rejected",
+               "retries")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for r in results:
@@ -490,6 +540,7 @@ def _report(
             stage.get("normalize", "-"), stage.get("execute", "-"), stage["server"],
             stage["bench"], f"{r.server_ceiling_per_s:,.0f}",
             f"{1 - r.outcomes.get('committed', 0) / max(1, sum(r.outcomes.values())):.1%}",
+            "-" if r.commit_retries_per_patch is None else f"{r.commit_retries_per_patch:.2f}",
         )  # fmt: skip
     console.print(table)
     if ratio is not None:

@@ -30,40 +30,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from ops.demo import free_port
+from ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
 from ops.supervisor import Supervisor
-from projections.diff import render_diff
-from projections.patch import apply, normalize
 from streams.connection import connect
 from streams.keys import EXECUTE
-from streams.schema import Insert, Op
 from streams.server import die_with_parent
 from streams.settings import Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
-_JSON = msgspec.json.Encoder()
-
-
-class Scenario(msgspec.Struct, frozen=True):
-    """A workload: documents, their size, clients, and how patches are written."""
-
-    name: str
-    docs: int
-    lines: int
-    clients: int
-    stale: float = 0.0
-    """Share of patches based a revision or two behind the head the client saw."""
-    diff: bool = False
-    """Send unified diffs instead of ops."""
-
-
-SCENARIOS = {
-    "default": Scenario("default", docs=1000, lines=100, clients=20),
-    "hot": Scenario("hot", docs=5, lines=100, clients=50, stale=0.3),
-    "large": Scenario("large", docs=20, lines=100_000, clients=20),
-    "diff": Scenario("diff", docs=1000, lines=100, clients=20, diff=True),
-}
 
 
 class BenchResult(msgspec.Struct, kw_only=True):
@@ -114,137 +90,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-class _Load:
-    """Offered load: slots (client, document) with one patch in flight each."""
-
-    def __init__(self, redis: Redis, settings: Settings, scenario: Scenario, seed: int) -> None:
-        self.redis = redis
-        self.keys = settings.keys
-        self.scenario = scenario
-        self.rng = random.Random(seed)
-        self.names = [f"bench-{i}" for i in range(scenario.docs)]
-        slots = max(scenario.docs, scenario.clients)
-        self.slots = [(i % scenario.clients, self.names[i % scenario.docs]) for i in range(slots)]
-        self.head: dict[str, int] = dict.fromkeys(self.names, 1)
-        self.content: dict[str, list[str]] = {}
-        self.sent: dict[str, tuple[float, int]] = {}  # patch id -> (submit time, slot)
-        self.latencies: list[float] = []
-        self.counts: dict[str, int] = {}
-        self.committed = 0
-        self.submitted = 0
-        self.measuring = False
-        self.serial = 0
-        self.pending_content: dict[str, list[str]] = {}  # diff scenario: patch id -> new
-
-    def seed_fields(self, doc: str) -> dict[str, str]:
-        if self.scenario.lines > 10_000:  # stays under the 4 MiB patch limit
-            lines = [f"L{i}" for i in range(self.scenario.lines)]
-        else:
-            lines = [f"{doc} line {i} " + "x" * (i % 40) for i in range(self.scenario.lines)]
-        self.content[doc] = lines
-        return {"doc": doc, "base": "0", "id": f"seed-{doc}", "ops": _ops_json(
-            [Insert(at=1, lines=tuple(lines))])}  # fmt: skip
-
-    def next_fields(self, slot: int) -> tuple[str, dict[str, str]]:
-        _, doc = self.slots[slot]
-        n = self.scenario.lines
-        a, b, c = sorted(self.rng.sample(range(1, n + 1), 3))
-        self.serial += 1
-        ops = [
-            {"op": "insert", "at": a, "lines": [f"inserted {self.serial}"]},
-            {"op": "replace", "from": b, "lines": [f"replaced {self.serial}"]},
-            {"op": "delete", "from": c},
-        ]
-        base = self.head[doc]
-        if self.scenario.stale and base > 2 and self.rng.random() < self.scenario.stale:
-            base -= self.rng.randint(1, 2)
-        patch_id = f"b{self.serial}"
-        fields = {"doc": doc, "base": str(base), "id": patch_id}
-        if self.scenario.diff:
-            old = self.content[doc]
-            new = apply(old, normalize(msgspec.convert(ops, list[Op]), _LIMITS))
-            fields["diff"] = render_diff(old, new, doc)
-            self.pending_content[patch_id] = new
-        else:
-            fields["ops"] = json.dumps(ops)
-        return patch_id, fields
-
-    async def submit(self, slots: list[int]) -> None:
-        batch = [(slot, *self.next_fields(slot)) for slot in slots]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, _, fields in batch:
-                pipe.xadd(self.keys.patches, fields)  # type: ignore[arg-type]
-            now = time.perf_counter()
-            for slot, patch_id, _ in batch:
-                self.sent[patch_id] = (now, slot)
-            await pipe.execute()
-        self.submitted += len(batch) if self.measuring else 0
-
-    def settle(self, fields: dict[bytes, bytes], now: float) -> int | None:
-        """Record one outcome; return the slot that may send again."""
-        patch_id = fields[b"id"].decode()
-        sent = self.sent.pop(patch_id, None)
-        if sent is None:
-            return None
-        started, slot = sent
-        status = fields[b"status"].decode()
-        code = fields.get(b"code", b"").decode()
-        doc = fields[b"doc"].decode()
-        rev = int(fields[b"rev"])
-        self.head[doc] = max(self.head[doc], rev)
-        if self.scenario.diff:
-            new = self.pending_content.pop(patch_id, None)
-            if status == "committed" and new is not None:
-                self.content[doc] = new
-        if self.measuring:
-            key = status + (f":{code}" if code else "")
-            self.counts[key] = self.counts.get(key, 0) + 1
-            self.latencies.append(now - started)
-            if status == "committed":
-                self.committed += 1
-        return slot
-
-
-_LIMITS = Settings().limits
-
-
-def _ops_json(ops: list[Op]) -> str:
-    return _JSON.encode(ops).decode()
-
-
-async def _tail(redis: Redis, stream: str, start: str, load: _Load, stop: asyncio.Event,
-                resend: asyncio.Queue[list[int]]) -> None:  # fmt: skip
-    cursor = start
-    while not stop.is_set():
-        reply: Any = await redis.xread({stream: cursor}, count=2000, block=100)
-        if not reply:
-            continue
-        now = time.perf_counter()
-        entries = reply[0][1]
-        cursor = entries[-1][0]
-        ready = [s for _, f in entries if (s := load.settle(f, now)) is not None]
-        if ready:
-            await resend.put(ready)
-
-
-async def _seed(redis: Redis, settings: Settings, load: _Load, timeout: float = 300) -> None:
-    async with redis.pipeline(transaction=False) as pipe:
-        for doc in load.names:
-            pipe.xadd(settings.keys.patches, load.seed_fields(doc))  # type: ignore[arg-type]
-        await pipe.execute()
-    deadline = time.monotonic() + timeout
-    while True:
-        async with redis.pipeline(transaction=False) as pipe:
-            for doc in load.names:
-                pipe.hget(settings.keys.doc(doc), "rev")
-            revs = await pipe.execute()
-        if all(r is not None for r in revs):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("seeding the documents did not finish")
-        await asyncio.sleep(0.1)
-
-
 async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to bottom
     scenario: Scenario,
     *,
@@ -271,13 +116,16 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
     redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
     stop = asyncio.Event()
     baseline = await _start_naive(supervisor.url, namespace) if naive else None
+    appender = Appender(supervisor.url) if supervisor.url.startswith("redis://") else None
     try:
-        load = _Load(redis, settings, scenario, seed=11)
-        await _seed(redis, settings, load)
+        if appender is not None:
+            await appender.open()
+        load = Load(redis, settings, scenario, seed=11, appender=appender)
+        await seed(redis, settings, load)
         start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
         resend: asyncio.Queue[list[int]] = asyncio.Queue()
-        tail = asyncio.create_task(
-            _tail(redis, settings.keys.outcomes, start_id.decode(), load, stop, resend)
+        tailing = asyncio.create_task(
+            tail(redis, settings.keys.outcomes, start_id.decode(), load, stop, resend)
         )
         pids = {w.name: w.process.pid for w in supervisor.workers if w.process}
         if baseline is not None:
@@ -332,7 +180,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         revs1 = int(await redis.xlen(settings.keys.revisions))
         load.measuring = False
         stop.set()
-        await tail
+        await tailing
         committed = max(1, load.committed)
         cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in cpu1}
         cpu["server"] = (server1 - server0) / committed * 1e6
@@ -354,12 +202,23 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
         )
     finally:
         stop.set()
-        if baseline is not None:
-            await _stop_process(baseline)
-        supervisor.stop()
-        await supervisor.shutdown()
-        await redis.aclose()
+        await _tear_down(supervisor, redis, baseline, appender)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _tear_down(
+    supervisor: Supervisor,
+    redis: Redis,
+    baseline: asyncio.subprocess.Process | None,
+    appender: Appender | None,
+) -> None:
+    if baseline is not None:
+        await _stop_process(baseline)
+    supervisor.stop()
+    await supervisor.shutdown()
+    await redis.aclose()
+    if appender is not None:
+        await appender.close()
 
 
 def _free_ports(count: int) -> int:

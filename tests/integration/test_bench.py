@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
 from ops.bench import Scenario, run_scenario
+from ops.load import Appender
+from streams.settings import Settings
 
 
 async def test_a_short_bench_run_reports_its_figures() -> None:
@@ -27,3 +34,23 @@ async def test_the_naive_pipeline_runs_under_the_same_load() -> None:
     assert set(result.outcomes) == {"committed"}
     assert {"naive", "bench", "server"} == set(result.cpu_us_per_patch)
     assert result.cpu_us_per_patch["naive"] > 0
+
+
+async def test_appender_writes_entries_and_reports_error_replies(
+    redis: Redis, settings: Settings
+) -> None:
+    """The bench clients' plain-protocol XADDs land in the stream in order; an error
+    reply surfaces as an exception naming it, not as a silent loss."""
+    assert settings.redis_url is not None
+    appender = Appender(settings.redis_url)
+    await appender.open()
+    try:
+        stream = settings.keys.patches
+        await appender.xadd(stream, [{"doc": f"d{i}", "base": "0", "ops": "[]"} for i in range(3)])
+        rows: Any = await redis.xrange(stream)
+        assert [r[1][b"doc"] for r in rows] == [b"d0", b"d1", b"d2"]
+        await redis.set(settings.keys.dead, "not a stream")
+        with pytest.raises(OSError, match="WRONGTYPE"):
+            await appender.xadd(settings.keys.dead, [{"doc": "x"}])
+    finally:
+        await appender.close()

@@ -1,0 +1,265 @@
+"""The bench's offered load: scenarios, simulated clients and their submissions.
+
+Clients submit with plain pipelined XADDs over one connection (``Appender``), so that
+the load generator, which shares the machine with the pipeline it measures, costs as
+little CPU as a client can; outcomes are tailed from the outcomes stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hiredis
+import msgspec
+from redis.asyncio import Redis
+
+from projections.diff import render_diff
+from projections.patch import apply, normalize
+from streams.schema import Insert, Op
+from streams.settings import Settings
+
+__all__ = ["SCENARIOS", "Appender", "Load", "Scenario", "seed", "tail"]
+
+_JSON = msgspec.json.Encoder()
+
+
+class Scenario(msgspec.Struct, frozen=True):
+    """A workload: documents, their size, clients, and how patches are written."""
+
+    name: str
+    docs: int
+    lines: int
+    clients: int
+    stale: float = 0.0
+    """Share of patches based a revision or two behind the head the client saw."""
+    diff: bool = False
+    """Send unified diffs instead of ops."""
+
+
+SCENARIOS = {
+    "default": Scenario("default", docs=1000, lines=100, clients=20),
+    "hot": Scenario("hot", docs=5, lines=100, clients=50, stale=0.3),
+    "large": Scenario("large", docs=20, lines=100_000, clients=20),
+    "diff": Scenario("diff", docs=1000, lines=100, clients=20, diff=True),
+}
+
+
+class Load:
+    """Offered load: slots (client, document) with one patch in flight each."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        scenario: Scenario,
+        seed: int,
+        appender: Appender | None = None,
+    ) -> None:
+        self.redis = redis
+        self.appender = appender
+        self.keys = settings.keys
+        self.scenario = scenario
+        self.rng = random.Random(seed)
+        self.names = [f"bench-{i}" for i in range(scenario.docs)]
+        slots = max(scenario.docs, scenario.clients)
+        self.slots = [(i % scenario.clients, self.names[i % scenario.docs]) for i in range(slots)]
+        self.head: dict[str, int] = dict.fromkeys(self.names, 1)
+        self.content: dict[str, list[str]] = {}
+        self.sent: dict[str, tuple[float, int]] = {}  # patch id -> (submit time, slot)
+        self.latencies: list[float] = []
+        self.counts: dict[str, int] = {}
+        self.committed = 0
+        self.submitted = 0
+        self.measuring = False
+        self.serial = 0
+        self.pending_content: dict[str, list[str]] = {}  # diff scenario: patch id -> new
+
+    def seed_fields(self, doc: str) -> dict[str, str]:
+        if self.scenario.lines > 10_000:  # stays under the 4 MiB patch limit
+            lines = [f"L{i}" for i in range(self.scenario.lines)]
+        else:
+            lines = [f"{doc} line {i} " + "x" * (i % 40) for i in range(self.scenario.lines)]
+        self.content[doc] = lines
+        return {"doc": doc, "base": "0", "id": f"seed-{doc}", "ops": _ops_json(
+            [Insert(at=1, lines=tuple(lines))])}  # fmt: skip
+
+    def next_fields(self, slot: int) -> tuple[str, dict[str, str]]:
+        _, doc = self.slots[slot]
+        n = self.scenario.lines
+        a, b, c = sorted(self.rng.sample(range(1, n + 1), 3))
+        self.serial += 1
+        ops = [
+            {"op": "insert", "at": a, "lines": [f"inserted {self.serial}"]},
+            {"op": "replace", "from": b, "lines": [f"replaced {self.serial}"]},
+            {"op": "delete", "from": c},
+        ]
+        base = self.head[doc]
+        if self.scenario.stale and base > 2 and self.rng.random() < self.scenario.stale:
+            base -= self.rng.randint(1, 2)
+        patch_id = f"b{self.serial}"
+        fields = {"doc": doc, "base": str(base), "id": patch_id}
+        if self.scenario.diff:
+            old = self.content[doc]
+            new = apply(old, normalize(msgspec.convert(ops, list[Op]), _LIMITS))
+            fields["diff"] = render_diff(old, new, doc)
+            self.pending_content[patch_id] = new
+        else:
+            fields["ops"] = json.dumps(ops)
+        return patch_id, fields
+
+    async def submit(self, slots: list[int]) -> None:
+        """Send the next patch of each slot (one pipelined write)."""
+        batch = [(slot, *self.next_fields(slot)) for slot in slots]
+        now = time.perf_counter()
+        for slot, patch_id, _ in batch:
+            self.sent[patch_id] = (now, slot)
+        if self.appender is not None:
+            await self.appender.xadd(self.keys.patches, [fields for _, _, fields in batch])
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, _, fields in batch:
+                    pipe.xadd(self.keys.patches, fields)  # type: ignore[arg-type]
+                await pipe.execute()
+        self.submitted += len(batch) if self.measuring else 0
+
+    def settle(self, fields: dict[bytes, bytes], now: float) -> int | None:
+        """Record one outcome; return the slot that may send again."""
+        patch_id = fields[b"id"].decode()
+        sent = self.sent.pop(patch_id, None)
+        if sent is None:
+            return None
+        started, slot = sent
+        status = fields[b"status"].decode()
+        code = fields.get(b"code", b"").decode()
+        doc = fields[b"doc"].decode()
+        rev = int(fields[b"rev"])
+        self.head[doc] = max(self.head[doc], rev)
+        if self.scenario.diff:
+            new = self.pending_content.pop(patch_id, None)
+            if status == "committed" and new is not None:
+                self.content[doc] = new
+        if self.measuring:
+            key = status + (f":{code}" if code else "")
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.latencies.append(now - started)
+            if status == "committed":
+                self.committed += 1
+        return slot
+
+
+_LIMITS = Settings().limits
+
+
+def _ops_json(ops: list[Op]) -> str:
+    return _JSON.encode(ops).decode()
+
+
+async def tail(redis: Redis, stream: str, start: str, load: Load, stop: asyncio.Event,
+               resend: asyncio.Queue[list[int]]) -> None:  # fmt: skip
+    """Settle every outcome from ``start`` on until ``stop``; queue the freed slots."""
+    cursor = start
+    while not stop.is_set():
+        reply: Any = await redis.xread({stream: cursor}, count=2000, block=100)
+        if not reply:
+            continue
+        now = time.perf_counter()
+        entries = reply[0][1]
+        cursor = entries[-1][0]
+        ready = [s for _, f in entries if (s := load.settle(f, now)) is not None]
+        if ready:
+            await resend.put(ready)
+
+
+async def seed(redis: Redis, settings: Settings, load: Load, timeout: float = 300) -> None:
+    """Create every document of the scenario through the pipeline, and wait for it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for doc in load.names:
+            pipe.xadd(settings.keys.patches, load.seed_fields(doc))  # type: ignore[arg-type]
+        await pipe.execute()
+    deadline = time.monotonic() + timeout
+    while True:
+        async with redis.pipeline(transaction=False) as pipe:
+            for doc in load.names:
+                pipe.hget(settings.keys.doc(doc), "rev")
+            revs = await pipe.execute()
+        if all(r is not None for r in revs):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("seeding the documents did not finish")
+        await asyncio.sleep(0.1)
+
+
+class Appender:
+    """Pipelined XADDs over one plain connection to a ``redis://`` URL (no TLS), with a
+    timeout on every exchange."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"{url}: the bench's clients speak plain redis:// only")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.username = urllib.parse.unquote(parts.username or "")
+        self.password = urllib.parse.unquote(parts.password or "")
+        self.timeout = timeout
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.parser = hiredis.Reader()
+
+    async def open(self) -> None:
+        """Connect (and AUTH if the URL carries a password)."""
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), self.timeout
+        )
+        if self.password:
+            auth = [self.username, self.password] if self.username else [self.password]
+            await self._exchange(_command(b"AUTH", *(a.encode() for a in auth)), 1)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+    async def xadd(self, stream: str, batch: Sequence[Mapping[str, str]]) -> None:
+        """Append every entry of ``batch`` to ``stream``; raises ``OSError`` on an error
+        reply or ``TimeoutError``."""
+        key = stream.encode()
+        out = []
+        for fields in batch:
+            args = [b"XADD", key, b"*"]
+            for name, value in fields.items():
+                args += [name.encode(), value.encode()]
+            out.append(_command(*args))
+        await self._exchange(b"".join(out), len(batch))
+
+    async def _exchange(self, data: bytes, replies: int) -> None:
+        if self.reader is None or self.writer is None:
+            raise OSError("the appender is not open")
+        self.writer.write(data)
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        got = 0
+        while got < replies:
+            reply = self.parser.gets()
+            if reply is False:
+                chunk = await asyncio.wait_for(self.reader.read(1 << 16), self.timeout)
+                if not chunk:
+                    raise OSError("the server closed the connection")
+                self.parser.feed(chunk)
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                raise OSError(f"the server refused a command: {reply}")
+            got += 1
+
+
+def _command(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP)."""
+    parts = [b"*%d\r\n" % len(args)]
+    parts.extend(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
+    return b"".join(parts)

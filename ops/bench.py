@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from ops.demo import free_port
+from ops.gcpolicy import quiet_gc
 from ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
 from ops.supervisor import Supervisor
 from streams.connection import connect
@@ -90,7 +91,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to bottom
+async def run_scenario(
     scenario: Scenario,
     *,
     seconds: float,
@@ -103,20 +104,45 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
 ) -> BenchResult:
     """Run one scenario for ``seconds`` of measured load (after 1 s of warm-up), on
     patchlog's workers or, with ``naive``, on the naive pipeline's process instead."""
+    with quiet_gc():  # the clients' own pauses would count as the pipeline's latency
+        return await _measure(
+            scenario,
+            seconds=seconds,
+            rate=rate,
+            url=url,
+            workers=(normalize_workers, execute_workers),
+            progress=progress,
+            naive=naive,
+        )
+
+
+async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
+    scenario: Scenario,
+    *,
+    seconds: float,
+    rate: float | None,
+    url: str | None,
+    workers: tuple[int, int],
+    progress: Any,
+    naive: bool,
+) -> BenchResult:
+
     folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
     namespace = f"bench{random.randrange(1 << 30):x}"
     settings = Settings(redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace)
     supervisor = Supervisor(
         settings,
-        normalize=0 if naive else normalize_workers,
-        execute=0 if naive else execute_workers,
-        metrics_base=0 if naive else _free_ports(normalize_workers + execute_workers),
+        normalize=0 if naive else workers[0],
+        execute=0 if naive else workers[1],
+        metrics_base=0 if naive else _free_ports(sum(workers)),
     )
     await supervisor.start()
     redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
     stop = asyncio.Event()
     baseline = await _start_naive(supervisor.url, namespace) if naive else None
     appender = Appender(supervisor.url) if supervisor.url.startswith("redis://") else None
+    quiet = quiet_gc()  # the clients' pauses would count as the pipeline's latency
+    quiet.__enter__()
     try:
         if appender is not None:
             await appender.open()
@@ -201,6 +227,7 @@ async def run_scenario(  # noqa: PLR0915 - one timed sequence, read top to botto
             commit_retries_per_patch=None if naive else (retries1 - retries0) / committed,
         )
     finally:
+        quiet.__exit__(None, None, None)
         stop.set()
         await _tear_down(supervisor, redis, baseline, appender)
         shutil.rmtree(folder, ignore_errors=True)

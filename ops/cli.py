@@ -163,7 +163,11 @@ def server(ctx: click.Context, fsync: str | None) -> None:
 
     async def main() -> None:
         srv = EmbeddedServer(
-            Path(settings.data_dir), host=settings.host, port=settings.port, fsync=settings.fsync
+            Path(settings.data_dir),
+            host=settings.host,
+            port=settings.port,
+            fsync=settings.fsync,
+            aof_rewrite_min_mb=settings.aof_rewrite_min_mb,
         )
         await srv.start()
         click.echo(f"server {srv.url}, data in {srv.data_dir}; Ctrl-C stops it")

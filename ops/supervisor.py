@@ -91,6 +91,7 @@ class Supervisor:
                 host=settings.host,
                 port=settings.port,
                 fsync=settings.fsync,
+                aof_rewrite_min_mb=settings.aof_rewrite_min_mb,
             )
         self.url = settings.redis_url or (self.server.url if self.server else "")
         env = {k: v for k, v in os.environ.items() if k != "PATCHLOG_METRICS_PORT"}

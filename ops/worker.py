@@ -18,6 +18,7 @@ import structlog
 from consumers.execute import ExecuteStage
 from consumers.normalize import NormalizeStage
 from consumers.runner import Runner, Stage
+from ops.gcpolicy import collect_every, quiet_gc
 from ops.metrics import serve_metrics
 from streams.connection import check_server, connect
 from streams.errors import ServerError
@@ -29,6 +30,7 @@ __all__ = ["STAGES", "default_consumer", "run_worker"]
 
 STAGES = (NORMALIZE, EXECUTE)
 log = structlog.get_logger("patchlog.worker")
+_FULL_GC_EVERY = 30.0  # seconds
 
 
 def default_consumer(stage: str) -> str:
@@ -75,7 +77,12 @@ async def run_worker(
             serve_metrics(settings.metrics_port)
         structlog.contextvars.bind_contextvars(stage=stage_name, consumer=consumer)
         log.info("connected", server=info.product, version=".".join(map(str, info.version)))
-        return await _run_until_stopped(runner, stop, settings.shutdown_grace)
+        with quiet_gc():
+            collector = asyncio.create_task(collect_every(_FULL_GC_EVERY))
+            try:
+                return await _run_until_stopped(runner, stop, settings.shutdown_grace)
+            finally:
+                collector.cancel()
     except ServerError as err:
         log.exception("server unusable", error=str(err))
         return 2

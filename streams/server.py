@@ -69,11 +69,13 @@ class EmbeddedServer:
         port: int = 6390,
         fsync: Fsync = Fsync.EVERYSEC,
         binary: Path | None = None,
+        aof_rewrite_min_mb: int = 512,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
         self.fsync = fsync
+        self.aof_rewrite_min_mb = aof_rewrite_min_mb
         self.binary = binary
         self.process: asyncio.subprocess.Process | None = None
 
@@ -102,6 +104,9 @@ class EmbeddedServer:
             "--appendfsync", self.fsync.value,
             "--aof-load-truncated", "yes",
             "--aof-timestamp-enabled", "yes",
+            # The log only grows (revisions are kept), so an early rewrite saves little
+            # disk; each one forks the server and competes with the pipeline for CPU.
+            "--auto-aof-rewrite-min-size", f"{self.aof_rewrite_min_mb}mb",
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--busy-reply-threshold", "5000",

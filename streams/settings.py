@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 6390
     """Port of the embedded server."""
     fsync: Fsync = Fsync.EVERYSEC
+    aof_rewrite_min_mb: int = 512
+    """The embedded server rewrites its AOF once it is this large and twice its size
+    after the last rewrite (``auto-aof-rewrite-min-size``)."""
     durability: Durability = Durability.NORMAL
 
     socket_timeout: float = 5.0

@@ -135,6 +135,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         normalize=0 if naive else workers[0],
         execute=0 if naive else workers[1],
         metrics_base=0 if naive else _free_ports(sum(workers)),
+        worker_log=folder / "workers.log",  # the table is the bench's output
     )
     await supervisor.start()
     redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
@@ -357,7 +358,7 @@ async def run_bench(
     ratio = None
     if "default" in by_name and "default (naive)" in by_name:
         ratio = by_name["default"].committed_per_s / by_name["default (naive)"].committed_per_s
-    out_console = Console(width=None if console.is_terminal else 160)
+    out_console = Console(width=None if console.is_terminal else 200)
     _report(out_console, results, base, ratio, (normalize_workers, execute_workers))
     if out is not None:
         payload = {
@@ -409,7 +410,10 @@ def _report(
 ) -> None:
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute)")
+    table = Table(
+        title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute); "
+        "CPU in microseconds per committed patch, summed over a stage's workers"
+    )
     columns = ("scenario", "mode", "committed/s", "p50 ms", "p99 ms", "max ms", "normalize us",
                "execute us", "server us", "client us", "server ceiling/s", "rejected",
                "retries")  # fmt: skip
@@ -417,7 +421,10 @@ def _report(
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for r in results:
         cpu = r.cpu_us_per_patch
-        stage = {k.split("-")[0]: f"{v:.1f}" for k, v in cpu.items()}
+        summed: dict[str, float] = {}
+        for name, value in cpu.items():  # several workers of a stage: their sum
+            summed[name.split("-")[0]] = summed.get(name.split("-")[0], 0.0) + value
+        stage = {name: f"{value:.1f}" for name, value in summed.items()}
         if "naive" in stage:  # one process does both stages' work
             stage["execute"] = f"{stage['naive']} (both)"
         table.add_row(

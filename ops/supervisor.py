@@ -26,12 +26,22 @@ log = structlog.get_logger("patchlog.up")
 class WorkerProcess:
     """One stage process with a stable consumer name (its slot)."""
 
-    def __init__(self, stage: str, slot: int, url: str, metrics_port: int, env: dict[str, str]):
+    def __init__(
+        self,
+        stage: str,
+        slot: int,
+        url: str,
+        metrics_port: int,
+        env: dict[str, str],
+        log_path: Path | None = None,
+    ):
         self.stage = stage
         self.name = f"{stage}-{slot}"
         self.url = url
         self.metrics_port = metrics_port
         self.env = env
+        self.log_path = log_path
+        """Where the process's output goes (appended); ``None``: the supervisor's."""
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.started = 0.0
@@ -42,13 +52,20 @@ class WorkerProcess:
         env["PATCHLOG_REDIS_URL"] = self.url
         if self.metrics_port:
             env["PATCHLOG_METRICS_PORT"] = str(self.metrics_port)
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ops.cli", "worker", self.stage, "--name", self.name,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
-            preexec_fn=die_with_parent,
-        )  # fmt: skip
+        output = None if self.log_path is None else self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ops.cli", "worker", self.stage, "--name", self.name,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
         self.started = time.monotonic()
 
     @property
@@ -82,6 +99,7 @@ class Supervisor:
         normalize: int = 1,
         execute: int = 1,
         metrics_base: int = 0,
+        worker_log: Path | None = None,
     ) -> None:
         self.settings = settings
         self.server: EmbeddedServer | None = None
@@ -100,7 +118,9 @@ class Supervisor:
         port = metrics_base
         for stage, count in ((NORMALIZE, normalize), (EXECUTE, execute)):
             for slot in range(1, count + 1):
-                self.workers.append(WorkerProcess(stage, slot, self.url, port, env))
+                self.workers.append(
+                    WorkerProcess(stage, slot, self.url, port, env, log_path=worker_log)
+                )
                 port = port + 1 if port else 0
         self._stop = asyncio.Event()
         self.backoff = Backoff(base=0.5, cap=10.0)

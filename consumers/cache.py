@@ -10,6 +10,7 @@ cache cannot be trusted.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 
@@ -27,6 +28,7 @@ HISTORY = 512
 """Recent revisions kept per document, to rebase patches on older bases."""
 MAX_CATCH_UP = 64
 """A document further behind than this is loaded afresh rather than replayed."""
+_EPOCHS = itertools.count(1)
 
 
 class CachedDoc:
@@ -37,6 +39,7 @@ class CachedDoc:
         "confirmed_hash",
         "confirmed_lines",
         "confirmed_rev",
+        "epoch",
         "hash",
         "history",
         "lines",
@@ -55,6 +58,9 @@ class CachedDoc:
         self.confirmed_rev = rev
         self.confirmed_hash = digest
         self.confirmed_lines = lines
+        self.epoch = next(_EPOCHS)
+        """Changes on every rollback: a decision made in another epoch was made on a
+        speculative chain that no longer exists."""
 
     def advance(self, rev: int, digest: str, lines: list[str], later: Later) -> None:
         """Move ahead speculatively: a decided patch, not committed yet."""
@@ -67,6 +73,7 @@ class CachedDoc:
 
     def rollback(self) -> None:
         """Forget what was not confirmed."""
+        self.epoch = next(_EPOCHS)
         self.rev, self.hash, self.lines = (
             self.confirmed_rev,
             self.confirmed_hash,
@@ -103,13 +110,14 @@ class DocCache:
         self.docs.pop(doc, None)
         self.suspect.discard(doc)
 
-    def confirm(self, doc: str, rev: int, digest: str, lines: list[str]) -> None:
-        """The server committed revision ``rev`` of ``doc`` with this content. A document
-        rolled back meanwhile (it lost a race the chunk before) is loaded afresh."""
+    def confirm(self, doc: str, epoch: int, rev: int, digest: str, lines: list[str]) -> None:
+        """The server committed revision ``rev`` of ``doc`` with this content, decided in
+        ``epoch``. A document rolled back since (a chunk before lost a race) holds
+        another chain of speculative revisions: it is loaded afresh."""
         cached = self.docs.get(doc)
         if cached is None:
             return
-        if cached.rev < rev:
+        if cached.epoch != epoch or cached.rev < rev:
             self.drop(doc)
             return
         cached.confirm(rev, digest, lines)
@@ -152,7 +160,8 @@ class DocCache:
         for doc in missing:
             await self._load(doc, heads[doc])
         while len(self.docs) > max(self.max_docs, len(wanted)):
-            self.docs.popitem(last=False)
+            evicted, _ = self.docs.popitem(last=False)
+            self.suspect.discard(evicted)
 
     async def _catch_up(self, behind: dict[str, tuple[int, int]], heads: dict[str, Head]) -> None:
         if not behind:

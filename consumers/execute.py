@@ -68,6 +68,8 @@ class _Decision(msgspec.Struct):
     revision: list[str] | None = None
     new_hash: str = ""
     content: list[str] | None = None
+    epoch: int = 0
+    """The cached document's epoch the decision was made in."""
 
 
 def _outcome(
@@ -188,12 +190,15 @@ class ExecuteStage:
         inflight: tuple[asyncio.Future[list[tuple[str, str]]], list[_Decision]] | None = None
         chunk, pos = carried, 0
         chunk_size = max(1, self.settings.commit_chunk)
+        broken = False  # a commit undid speculative state: decide nothing more this round
         try:
             while True:
-                while not (retry or finals) and pos < len(items) and len(chunk) < chunk_size:
+                while not broken and pos < len(items) and len(chunk) < chunk_size:
                     entry, patch = items[pos]
                     pos += 1
-                    if patch.id in ids:  # waits for the fate of the first patch of that id
+                    if patch.id in ids or patch.doc not in self.docs:
+                        # A second patch of an id waits for the first one's fate; a
+                        # document dropped from the cache this round is loaded next round.
                         later.append((entry, patch))
                         continue
                     ids.add(patch.id)
@@ -206,9 +211,10 @@ class ExecuteStage:
                     sent = inflight[1]
                     results = await inflight[0]
                     inflight = None
-                    more, final = await self._receive(sent, results)
+                    more, final, lost = await self._receive(sent, results)
                     retry += more
                     finals += final
+                    broken = broken or lost
                 if chunk:
                     inflight = (asyncio.ensure_future(self._send(consumer, chunk)), chunk)
                     chunk = []
@@ -227,9 +233,9 @@ class ExecuteStage:
 
     async def _receive(
         self, decisions: list[_Decision], results: list[tuple[str, str]]
-    ) -> tuple[list[_Item], list[_Decision]]:
-        """Apply a commit's results; return the patches to decide again and final
-        rejections."""
+    ) -> tuple[list[_Item], list[_Decision], bool]:
+        """Apply a commit's results; return the patches to decide again, final
+        rejections, and whether any document was rolled back."""
         retry: list[_Item] = []
         finals: list[_Decision] = []
         stale: set[str] = set()
@@ -240,7 +246,11 @@ class ExecuteStage:
                 self.waiting.pop(decision.entry[0], None)
                 if decision.content is not None:
                     self.docs.confirm(
-                        decision.patch.doc, decision.head + 1, decision.new_hash, decision.content
+                        decision.patch.doc,
+                        decision.epoch,
+                        decision.head + 1,
+                        decision.new_hash,
+                        decision.content,
                     )
                 what = decision.outcome.status.value
                 tally[what] = tally.get(what, 0) + 1
@@ -265,7 +275,7 @@ class ExecuteStage:
         await self._snapshots(confirmed)
         self.cas_retries += len(retry)
         RETRIES.inc(len(retry))
-        return retry, finals
+        return retry, finals, bool(stale)
 
     async def _refresh_strict(self) -> None:
         if time.monotonic() - self._strict_at < 2.0:
@@ -351,6 +361,7 @@ class ExecuteStage:
             revision,
             digest,
             planned.content,
+            doc.epoch,
         )
         doc.advance(rev, digest, planned.content, Later(rev=rev, splices=planned.splices))
         return decision

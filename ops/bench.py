@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -39,6 +40,8 @@ from streams.server import die_with_parent
 from streams.settings import Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
+
+log = structlog.get_logger("patchlog.bench")
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -126,7 +129,6 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
     progress: Any,
     naive: bool,
 ) -> BenchResult:
-
     folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
     namespace = f"bench{random.randrange(1 << 30):x}"
     settings = Settings(redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace)
@@ -137,34 +139,31 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         metrics_base=0 if naive else _free_ports(sum(workers)),
         worker_log=folder / "workers.log",  # the table is the bench's output
     )
-    await supervisor.start()
-    redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
-    stop = asyncio.Event()
-    baseline = await _start_naive(supervisor.url, namespace) if naive else None
-    appender = Appender(supervisor.url) if supervisor.url.startswith("redis://") else None
-    quiet = quiet_gc()  # the clients' pauses would count as the pipeline's latency
-    quiet.__enter__()
+    parts = _Parts(supervisor, folder, namespace, external=url is not None)
     try:
-        if appender is not None:
-            await appender.open()
-        load = Load(redis, settings, scenario, seed=11, appender=appender)
+        await supervisor.start()
+        redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
+        parts.redis = redis
+        if naive:
+            parts.baseline = await _start_naive(supervisor.url, namespace)
+        if supervisor.url.startswith("redis://"):
+            parts.appender = Appender(supervisor.url)
+            await parts.appender.open()
+        load = Load(redis, settings, scenario, seed=11, appender=parts.appender)
         await seed(redis, settings, load)
         start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
         resend: asyncio.Queue[list[int]] = asyncio.Queue()
-        tailing = asyncio.create_task(
-            tail(redis, settings.keys.outcomes, start_id.decode(), load, stop, resend)
+        parts.tailing = asyncio.create_task(
+            tail(redis, settings.keys.outcomes, start_id.decode(), load, parts.stop, resend)
         )
         pids = {w.name: w.process.pid for w in supervisor.workers if w.process}
-        if baseline is not None:
-            pids["naive"] = baseline.pid
+        if parts.baseline is not None:
+            pids["naive"] = parts.baseline.pid
         began = time.perf_counter()
         warm_until = began + 1.0
         until = warm_until + seconds
-        cpu0: dict[str, float] = {}
-        server0 = 0.0
-        retries0 = 0.0
-        memory0 = 0
-        revs0 = 0
+        before = _Snapshot()
+        t0 = began
         if rate is None:
             await load.submit(list(range(len(load.slots))))
         next_tick = time.perf_counter()
@@ -172,14 +171,9 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         while True:
             now = time.perf_counter()
             if not load.measuring and now >= warm_until:
-                load.measuring = True
-                cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-                cpu0["bench"] = time.process_time()
-                retries0 = await _retries(supervisor)
-                server0 = await _server_cpu(redis)
-                memory0 = int((await redis.info("memory"))["used_memory"])
-                revs0 = int(await redis.xlen(settings.keys.revisions))
-                t0 = now
+                before = await _snapshot(redis, settings, supervisor, pids)
+                load.measuring = True  # the window opens after the slow reads
+                t0 = time.perf_counter()
             if now >= until:
                 break
             if progress is not None:
@@ -198,20 +192,14 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
                 await load.submit(picks)
                 next_tick += step
                 await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+        load.measuring = False  # the window closes before the slow reads
         elapsed = time.perf_counter() - t0
-        cpu1 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-        cpu1["bench"] = time.process_time()
-        retries1 = await _retries(supervisor)
-        server1 = await _server_cpu(redis)
-        memory1 = int((await redis.info("memory"))["used_memory"])
-        revs1 = int(await redis.xlen(settings.keys.revisions))
-        load.measuring = False
-        stop.set()
-        await tailing
+        after = await _snapshot(redis, settings, supervisor, pids)
         committed = max(1, load.committed)
-        cpu = {name: (cpu1[name] - cpu0[name]) / committed * 1e6 for name in cpu1}
-        cpu["server"] = (server1 - server0) / committed * 1e6
-        new_revs = max(1, revs1 - revs0)
+        cpu = {name: (after.cpu[name] - before.cpu[name]) / committed * 1e6 for name in after.cpu}
+        cpu["server"] = (after.server - before.server) / committed * 1e6
+        new_revs = max(1, after.revisions - before.revisions)
+        retries = (after.retries - before.retries) / committed
         return BenchResult(
             scenario=scenario.name + (" (naive)" if naive else ""),
             mode="closed" if rate is None else f"open {rate:g}/s",
@@ -223,30 +211,84 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
             latency_ms=_percentiles(load.latencies),
             cpu_us_per_patch={k: round(v, 1) for k, v in cpu.items()},
             server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
-            server_memory_bytes=memory1,
-            memory_per_million_revisions=(memory1 - memory0) / new_revs * 1e6,
-            commit_retries_per_patch=None if naive else (retries1 - retries0) / committed,
+            server_memory_bytes=after.memory,
+            memory_per_million_revisions=(after.memory - before.memory) / new_revs * 1e6,
+            commit_retries_per_patch=None if naive else retries,
         )
     finally:
-        quiet.__exit__(None, None, None)
-        stop.set()
-        await _tear_down(supervisor, redis, baseline, appender)
-        shutil.rmtree(folder, ignore_errors=True)
+        await parts.tear_down()
 
 
-async def _tear_down(
-    supervisor: Supervisor,
-    redis: Redis,
-    baseline: asyncio.subprocess.Process | None,
-    appender: Appender | None,
-) -> None:
-    if baseline is not None:
-        await _stop_process(baseline)
-    supervisor.stop()
-    await supervisor.shutdown()
-    await redis.aclose()
-    if appender is not None:
-        await appender.close()
+class _Snapshot(msgspec.Struct):
+    """Counters read at the edges of the measured window."""
+
+    cpu: dict[str, float] = msgspec.field(default_factory=dict)
+    server: float = 0.0
+    retries: float = 0.0
+    memory: int = 0
+    revisions: int = 0
+
+
+async def _snapshot(
+    redis: Redis, settings: Settings, supervisor: Supervisor, pids: dict[str, int]
+) -> _Snapshot:
+    cpu = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu["bench"] = time.process_time()
+    server = await _server_cpu(redis)
+    memory = int((await redis.info("memory"))["used_memory"])
+    revisions = int(await redis.xlen(settings.keys.revisions))
+    return _Snapshot(cpu, server, await _retries(supervisor), memory, revisions)
+
+
+class _Parts:
+    """What one scenario run started, torn down in order whatever failed."""
+
+    def __init__(self, supervisor: Supervisor, folder: Path, namespace: str, *, external: bool):
+        self.supervisor = supervisor
+        self.folder = folder
+        self.namespace = namespace
+        self.external = external
+        self.stop = asyncio.Event()
+        self.redis: Redis | None = None
+        self.baseline: asyncio.subprocess.Process | None = None
+        self.appender: Appender | None = None
+        self.tailing: asyncio.Task[None] | None = None
+
+    async def tear_down(self) -> None:
+        """Stop the tail, the naive process, the workers and server, and close the
+        connections; on a server given by URL, delete the run's keys."""
+        self.stop.set()
+        steps: list[Any] = []
+        if self.tailing is not None:
+            steps.append(asyncio.wait_for(self.tailing, 5))
+        if self.baseline is not None:
+            steps.append(_stop_process(self.baseline))
+        if self.redis is not None and self.external:
+            steps.append(_delete_namespace(self.redis, self.namespace))
+        self.supervisor.stop()
+        steps.append(self.supervisor.shutdown())
+        if self.appender is not None:
+            steps.append(self.appender.close())
+        if self.redis is not None:
+            steps.append(self.redis.aclose())
+        for step in steps:
+            try:
+                await step
+            except Exception as err:  # noqa: BLE001 - the other steps must still run
+                log.warning("bench tear-down step failed", error=f"{type(err).__name__}: {err}")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def _delete_namespace(redis: Redis, namespace: str) -> None:
+    """Remove every key of a bench run from a server the user gave (bounded by its keys)."""
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await redis.unlink(*batch)
+            batch = []
+    if batch:
+        await redis.unlink(*batch)
 
 
 def _free_ports(count: int) -> int:

@@ -8,6 +8,7 @@ little CPU as a client can; outcomes are tailed from the outcomes stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -225,7 +226,8 @@ class Appender:
         """Close the connection."""
         if self.writer is not None:
             self.writer.close()
-            await self.writer.wait_closed()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(self.writer.wait_closed(), self.timeout)
 
     async def xadd(self, stream: str, batch: Sequence[Mapping[str, str]]) -> None:
         """Append every entry of ``batch`` to ``stream``; raises ``OSError`` on an error

@@ -8,9 +8,10 @@
 --     on, else 'cas'; after a 'cas' every later patch of that document in the batch is
 --     'cas' too (it was decided on top of the failed one).
 -- Then it writes the document head, the revision, the index, the outcome and the id
--- record. The entries of decided patches are acknowledged together at the end: should
--- the script stop half way, a redelivered entry finds its own id record and is only
--- acknowledged.
+-- record. The entries of patches that got a record are acknowledged together at the
+-- end: should the script stop half way, a redelivered entry finds its own id record and
+-- is only acknowledged. The others (a replay's answer, a final rejection) leave no
+-- record of their entry, so they are acknowledged at once, with their outcome.
 --
 -- KEYS[1] normalized stream  KEYS[2] revisions  KEYS[3] outcomes  KEYS[4] docs set
 -- KEYS[4+3i-2..4+3i] per patch i: document head hash, revision index list, id record
@@ -97,7 +98,7 @@ for i = 1, n do
       fields[#fields + 1] = 'src'
       fields[#fields + 1] = src
       redis.call('XADD', KEYS[3], '*', unpack(add_at(fields)))
-      acks[#acks + 1] = entry
+      redis.call('XACK', stream, group, entry)  -- no record of this src: ack with it
       status, rev = 'dup', string.format('%d', owner.rev)
     else
       status, rev = 'reuse', owner.src
@@ -132,8 +133,10 @@ for i = 1, n do
       end
       redis.call('RPUSH', k_id, record)
       redis.call('PEXPIRE', k_id, ttl)
+      acks[#acks + 1] = entry
+    else
+      redis.call('XACK', stream, group, entry)  -- no record of this src: ack with it
     end
-    acks[#acks + 1] = entry
   end
   out[2 * i - 1] = status
   out[2 * i] = rev

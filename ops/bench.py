@@ -140,6 +140,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         worker_log=folder / "workers.log",  # the table is the bench's output
     )
     parts = _Parts(supervisor, folder, namespace, external=url is not None)
+    failed = True
     try:
         await supervisor.start()
         redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
@@ -150,7 +151,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
             parts.appender = Appender(supervisor.url)
             await parts.appender.open()
         load = Load(redis, settings, scenario, seed=11, appender=parts.appender)
-        await seed(redis, settings, load)
+        await seed(redis, settings, load, alive=lambda: all(w.alive for w in supervisor.workers))
         start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
         resend: asyncio.Queue[list[int]] = asyncio.Queue()
         parts.tailing = asyncio.create_task(
@@ -200,7 +201,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         cpu["server"] = (after.server - before.server) / committed * 1e6
         new_revs = max(1, after.revisions - before.revisions)
         retries = (after.retries - before.retries) / committed
-        return BenchResult(
+        result = BenchResult(
             scenario=scenario.name + (" (naive)" if naive else ""),
             mode="closed" if rate is None else f"open {rate:g}/s",
             seconds=elapsed,
@@ -215,8 +216,10 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
             memory_per_million_revisions=(after.memory - before.memory) / new_revs * 1e6,
             commit_retries_per_patch=None if naive else retries,
         )
+        failed = False
+        return result
     finally:
-        await parts.tear_down()
+        await parts.tear_down(failed=failed)
 
 
 class _Snapshot(msgspec.Struct):
@@ -254,9 +257,10 @@ class _Parts:
         self.appender: Appender | None = None
         self.tailing: asyncio.Task[None] | None = None
 
-    async def tear_down(self) -> None:
+    async def tear_down(self, *, failed: bool) -> None:
         """Stop the tail, the naive process, the workers and server, and close the
-        connections; on a server given by URL, delete the run's keys."""
+        connections; on a server given by URL, delete the run's keys. After a failed
+        run, the end of the workers' log goes to stderr before the folder is removed."""
         self.stop.set()
         steps: list[Any] = []
         if self.tailing is not None:
@@ -276,7 +280,17 @@ class _Parts:
                 await step
             except Exception as err:  # noqa: BLE001 - the other steps must still run
                 log.warning("bench tear-down step failed", error=f"{type(err).__name__}: {err}")
+        if failed:
+            _show_log_tail(self.folder / "workers.log")
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _show_log_tail(path: Path, lines: int = 30) -> None:
+    try:
+        tail_lines = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    print(f"--- last lines of {path.name} ---", *tail_lines, sep="\n", file=sys.stderr)
 
 
 async def _delete_namespace(redis: Redis, namespace: str) -> None:
@@ -295,7 +309,7 @@ def _free_ports(count: int) -> int:
     """The first of ``count`` consecutive loopback ports that are free right now."""
     rng = random.Random()
     for _ in range(100):
-        base = rng.randrange(20_000, 60_000)
+        base = rng.randrange(20_000, 32_000)  # below Linux's ephemeral ports
         try:
             for port in range(base, base + count):
                 with socket.socket() as sock:

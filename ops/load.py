@@ -13,7 +13,7 @@ import json
 import random
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -177,8 +177,19 @@ async def tail(redis: Redis, stream: str, start: str, load: Load, stop: asyncio.
             await resend.put(ready)
 
 
-async def seed(redis: Redis, settings: Settings, load: Load, timeout: float = 300) -> None:
-    """Create every document of the scenario through the pipeline, and wait for it."""
+async def seed(
+    redis: Redis,
+    settings: Settings,
+    load: Load,
+    *,
+    alive: Callable[[], bool] = lambda: True,
+    timeout: float = 300,
+) -> None:
+    """Create every document of the scenario through the pipeline, and wait for it.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds, ``RuntimeError`` as soon as
+    ``alive()`` says a worker of the pipeline has exited.
+    """
     async with redis.pipeline(transaction=False) as pipe:
         for doc in load.names:
             pipe.xadd(settings.keys.patches, load.seed_fields(doc))  # type: ignore[arg-type]
@@ -191,6 +202,8 @@ async def seed(redis: Redis, settings: Settings, load: Load, timeout: float = 30
             revs = await pipe.execute()
         if all(r is not None for r in revs):
             return
+        if not alive():
+            raise RuntimeError("a worker of the pipeline exited while seeding")
         if time.monotonic() > deadline:
             raise TimeoutError("seeding the documents did not finish")
         await asyncio.sleep(0.1)

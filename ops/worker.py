@@ -74,7 +74,10 @@ async def run_worker(
             redis, settings, scripts, stage, consumer, drain=burst, trims=trims, aged=aged
         )
         if settings.metrics_port:
-            serve_metrics(settings.metrics_port)
+            try:
+                serve_metrics(settings.metrics_port)
+            except OSError as err:  # the pipeline matters more than its metrics
+                log.exception("cannot serve metrics", port=settings.metrics_port, error=str(err))
         structlog.contextvars.bind_contextvars(stage=stage_name, consumer=consumer)
         log.info("connected", server=info.product, version=".".join(map(str, info.version)))
         with quiet_gc():

@@ -32,53 +32,61 @@ _EPOCHS = itertools.count(1)
 
 
 class CachedDoc:
-    """A document's head and content: speculative (``rev``, ``hash``, ``lines``) and
-    the last state the server confirmed."""
+    """A document's head and content: speculative (``rev``, ``hash``, ``lines``, ``src``
+    of the patch that made it) and the last state the server confirmed."""
 
     __slots__ = (
         "confirmed_hash",
         "confirmed_lines",
         "confirmed_rev",
+        "confirmed_src",
         "epoch",
         "hash",
         "history",
         "lines",
         "rev",
         "snapshot_rev",
+        "src",
     )
 
     def __init__(
-        self, rev: int, digest: str, lines: list[str], history: Iterable[Later], snap: int
+        self,
+        rev: int,
+        digest: str,
+        lines: list[str],
+        history: Iterable[Later],
+        snap: int,
+        src: str = "",
     ) -> None:
         self.rev = rev
         self.hash = digest
         self.lines = lines
+        self.src = src
         self.history: deque[Later] = deque(history, maxlen=HISTORY)
         self.snapshot_rev = snap
         self.confirmed_rev = rev
         self.confirmed_hash = digest
         self.confirmed_lines = lines
+        self.confirmed_src = src
         self.epoch = next(_EPOCHS)
         """Changes on every rollback: a decision made in another epoch was made on a
         speculative chain that no longer exists."""
 
-    def advance(self, rev: int, digest: str, lines: list[str], later: Later) -> None:
-        """Move ahead speculatively: a decided patch, not committed yet."""
-        self.rev, self.hash, self.lines = rev, digest, lines
+    def advance(self, rev: int, digest: str, lines: list[str], later: Later, src: str) -> None:
+        """Move ahead speculatively: a decided patch (``src``), not committed yet."""
+        self.rev, self.hash, self.lines, self.src = rev, digest, lines, src
         self.history.append(later)
 
-    def confirm(self, rev: int, digest: str, lines: list[str]) -> None:
-        """The server committed revision ``rev`` with this content."""
-        self.confirmed_rev, self.confirmed_hash, self.confirmed_lines = rev, digest, lines
+    def confirm(self, rev: int, digest: str, lines: list[str], src: str) -> None:
+        """The server committed revision ``rev`` (patch ``src``) with this content."""
+        self.confirmed_rev, self.confirmed_hash = rev, digest
+        self.confirmed_lines, self.confirmed_src = lines, src
 
     def rollback(self) -> None:
         """Forget what was not confirmed."""
         self.epoch = next(_EPOCHS)
-        self.rev, self.hash, self.lines = (
-            self.confirmed_rev,
-            self.confirmed_hash,
-            self.confirmed_lines,
-        )
+        self.rev, self.hash = self.confirmed_rev, self.confirmed_hash
+        self.lines, self.src = self.confirmed_lines, self.confirmed_src
         while self.history and self.history[-1].rev > self.rev:
             self.history.pop()
 
@@ -110,7 +118,9 @@ class DocCache:
         self.docs.pop(doc, None)
         self.suspect.discard(doc)
 
-    def confirm(self, doc: str, epoch: int, rev: int, digest: str, lines: list[str]) -> None:
+    def confirm(
+        self, doc: str, epoch: int, rev: int, digest: str, lines: list[str], src: str
+    ) -> None:
         """The server committed revision ``rev`` of ``doc`` with this content, decided in
         ``epoch``. A document rolled back since (a chunk before lost a race) holds
         another chain of speculative revisions: it is loaded afresh."""
@@ -120,7 +130,7 @@ class DocCache:
         if cached.epoch != epoch or cached.rev < rev:
             self.drop(doc)
             return
-        cached.confirm(rev, digest, lines)
+        cached.confirm(rev, digest, lines, src)
 
     def rollback(self, doc: str) -> None:
         """Back to the confirmed state; the head is read before the next decision."""
@@ -146,13 +156,15 @@ class DocCache:
         behind: dict[str, tuple[int, int]] = {}
         for doc in verify:
             cached, head = self.docs[doc], heads[doc]
-            if head.rev == cached.rev and head.hash == cached.hash:
+            if (head.rev, head.hash, head.src) == (cached.rev, cached.hash, cached.src):
                 continue
             if (
                 cached.rev < head.rev <= cached.rev + MAX_CATCH_UP
                 and cached.rev == cached.confirmed_rev
             ):
-                behind[doc] = (cached.rev + 1, head.rev)
+                # From the cached revision itself: it must be the log's, not equal
+                # content reached through other revisions.
+                behind[doc] = (max(1, cached.rev), head.rev)
             else:
                 del self.docs[doc]
                 missing.append(doc)
@@ -167,8 +179,14 @@ class DocCache:
         if not behind:
             return
         found = await revisions_since(self.redis, self.keys, behind)
-        for doc, revisions in found.items():
+        for doc, found_revisions in found.items():
             cached = self.docs[doc]
+            revisions = [r for r in found_revisions if r.rev > cached.rev]
+            own = [r for r in found_revisions if r.rev == cached.rev]
+            if own and cached.src and own[0].src != cached.src:  # another history
+                del self.docs[doc]
+                await self._load(doc, heads[doc])
+                continue
             lines = cached.lines
             laters = [later_of(r) for r in revisions]
             for later in laters:
@@ -179,16 +197,16 @@ class DocCache:
                 await self._load(doc, head)
                 continue
             cached.history.extend(laters)
-            cached.rev, cached.hash, cached.lines = head.rev, head.hash, lines
-            cached.confirm(head.rev, head.hash, lines)
+            cached.rev, cached.hash, cached.lines, cached.src = head.rev, head.hash, lines, head.src
+            cached.confirm(head.rev, head.hash, lines, head.src)
             self.caught_up += len(laters)
 
     async def _load(self, doc: str, head: Head) -> None:
         self.loaded += 1
         if head.rev == 0:
-            self.docs[doc] = CachedDoc(0, head.hash, [], [], 0)
+            self.docs[doc] = CachedDoc(0, head.hash, [], [], 0, head.src)
             return
         loaded = await load_content(self.redis, self.keys, doc, head)
         self.docs[doc] = CachedDoc(
-            loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev
+            loaded.rev, loaded.hash, loaded.lines, loaded.history, loaded.snapshot_rev, head.src
         )

@@ -70,6 +70,8 @@ class _Decision(msgspec.Struct):
     content: list[str] | None = None
     epoch: int = 0
     """The cached document's epoch the decision was made in."""
+    head_src: str = ""
+    """Src of the patch that made revision ``head`` (the exact compare-and-set)."""
 
 
 def _outcome(
@@ -251,11 +253,15 @@ class ExecuteStage:
                         decision.head + 1,
                         decision.new_hash,
                         decision.content,
+                        decision.patch.src,
                     )
                 what = decision.outcome.status.value
                 tally[what] = tally.get(what, 0) + 1
                 continue
-            stale.add(decision.patch.doc)
+            if status == "cas" or decision.kind == "c":
+                # Its speculative state is not what the server has: roll it back. A
+                # noop or rejection answered otherwise moved nothing.
+                stale.add(decision.patch.doc)
             if status == "cas":
                 retry.append((decision.entry, decision.patch))
                 self._contended_until = time.monotonic() + _CONTENDED
@@ -307,7 +313,9 @@ class ExecuteStage:
         doc = self.docs[patch.doc]
         if patch.id in owned:  # the script answers from the id's record
             outcome = _outcome(patch, OutcomeStatus.DUPLICATE, doc.rev)
-            return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
+            return _Decision(
+                entry, patch, "n", doc.rev, doc.hash, outcome, epoch=doc.epoch, head_src=doc.src
+            )
         if patch.base > doc.rev:
             now = time.monotonic()
             waiting = self.waiting.setdefault(entry[0], _Waiting(entry, now, now + _WAIT_STEP))
@@ -333,10 +341,14 @@ class ExecuteStage:
             )
         except Rejected as err:
             outcome = _outcome(patch, OutcomeStatus.REJECTED, doc.rev, err)
-            return _Decision(entry, patch, "r", doc.rev, doc.hash, outcome)
+            return _Decision(
+                entry, patch, "r", doc.rev, doc.hash, outcome, epoch=doc.epoch, head_src=doc.src
+            )
         if planned is None:
             outcome = _outcome(patch, OutcomeStatus.NOOP, doc.rev)
-            return _Decision(entry, patch, "n", doc.rev, doc.hash, outcome)
+            return _Decision(
+                entry, patch, "n", doc.rev, doc.hash, outcome, epoch=doc.epoch, head_src=doc.src
+            )
         rev = doc.rev + 1
         digest = content_hash(planned.content)
         revision = [
@@ -362,16 +374,19 @@ class ExecuteStage:
             digest,
             planned.content,
             doc.epoch,
+            doc.src,
         )
-        doc.advance(rev, digest, planned.content, Later(rev=rev, splices=planned.splices))
+        doc.advance(
+            rev, digest, planned.content, Later(rev=rev, splices=planned.splices), patch.src
+        )
         return decision
 
     def _reuse(self, decision: _Decision, first_src: str) -> _Decision:
         err = id_reuse(decision.patch.id, first_src)
-        outcome = _outcome(decision.patch, OutcomeStatus.REJECTED, decision.head, err)
-        return _Decision(
-            decision.entry, decision.patch, "x", decision.head, decision.head_hash, outcome
-        )
+        cached = self.docs.docs.get(decision.patch.doc)
+        head = cached.confirmed_rev if cached is not None else decision.head  # the known head
+        outcome = _outcome(decision.patch, OutcomeStatus.REJECTED, head, err)
+        return _Decision(decision.entry, decision.patch, "x", head, decision.head_hash, outcome)
 
     async def _attach_entries(self, decisions: Sequence[_Decision]) -> None:
         """Rejections carry the submitted fields: read them from the ingress stream."""
@@ -407,6 +422,7 @@ class ExecuteStage:
                 d.revision or [],
                 d.new_hash,
                 len(d.content or ()),
+                d.head_src,
             ])  # fmt: skip
         ids = sorted({d.entry[0] for d in decisions}, key=parse_id)
         args: list[str | bytes | int] = [

@@ -43,6 +43,10 @@ class Head(msgspec.Struct, frozen=True):
     rev: int = 0
     hash: str = EMPTY_HASH
     lines: int = 0
+    src: str = ""
+    """Ingress id of the patch that made this revision (empty for revision 0, and for
+    heads written before it was kept): with ``rev`` it names the revision exactly,
+    where equal content reached through other revisions has the same hash."""
 
 
 class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -62,20 +66,21 @@ class Loaded(msgspec.Struct):
     snapshot_rev: int
 
 
+_HEAD_FIELDS = ["rev", "hash", "lines", "src"]
 _SNAP_ENCODER = msgspec.msgpack.Encoder()
 _SNAP_DECODER = msgspec.msgpack.Decoder(_Snapshot)
 
 
 def _head(raw: Sequence[bytes | None]) -> Head:
-    rev, digest, lines = raw
+    rev, digest, lines, src = raw
     if rev is None:
         return Head()
-    return Head(int(rev), (digest or b"").decode(), int(lines or 0))
+    return Head(int(rev), (digest or b"").decode(), int(lines or 0), (src or b"").decode())
 
 
 async def read_head(redis: Redis, keys: Keys, doc: str) -> Head:
     """The head of ``doc`` (revision 0, the empty document, if it has none)."""
-    raw: Any = await redis.hmget(keys.doc(doc), ["rev", "hash", "lines"])
+    raw: Any = await redis.hmget(keys.doc(doc), _HEAD_FIELDS)
     return _head(raw)
 
 
@@ -85,7 +90,7 @@ async def read_heads(redis: Redis, keys: Keys, docs: Sequence[str]) -> dict[str,
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for doc in docs:
-            pipe.hmget(keys.doc(doc), ["rev", "hash", "lines"])
+            pipe.hmget(keys.doc(doc), _HEAD_FIELDS)
         replies = await pipe.execute()
     return {doc: _head(raw) for doc, raw in zip(docs, replies, strict=True)}
 

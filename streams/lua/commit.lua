@@ -4,9 +4,11 @@
 --   idempotency: if the patch id is owned by a decided patch, a replay (same payload)
 --     gets the same outcome again ('dup': 'duplicate' of an applied patch, else the
 --     same rejection or noop), another payload returns 'reuse' untouched;
---   CAS: the document head (revision and hash) is the one the decision was computed
---     on, else 'cas'; after a 'cas' every later patch of that document in the batch is
---     'cas' too (it was decided on top of the failed one).
+--   CAS: the document head (revision, hash and the src of the patch that made it) is
+--     the one the decision was computed on, else 'cas'; after a 'cas' every later patch
+--     of that document in the batch is 'cas' too (it was decided on top of the failed
+--     one). The src makes the check exact: equal content reached through other
+--     revisions would rebase later patches through the wrong ops.
 -- Then it writes the document head, the revision, the index, the outcome and the id
 -- record. The entries of patches that got a record are acknowledged together at the
 -- end: should the script stop half way, a redelivered entry finds its own id record and
@@ -18,7 +20,7 @@
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] id record ttl (ms)
 -- ARGV[4] hash of the empty document (the head of a document without revisions)
 -- ARGV[5] lowest and ARGV[6] highest normalized entry id of the batch
--- ARGV[7] msgpack array of patches, each an array of 11 values (strings unless noted):
+-- ARGV[7] msgpack array of patches, each an array of 12 values (strings unless noted):
 --   entry   normalized stream id
 --   kind    'c' commit, 'r' reject, 'n' noop, 'x' final reject (no CAS, no id check)
 --   head    revision the decision was computed on (integer)
@@ -30,6 +32,7 @@
 --   revision array of revision fields without 'at', starting 'doc', name (commit), else {}
 --   hash    new content hash (commit), else ''
 --   lines   new line count (integer; commit), else 0
+--   prevsrc src of the patch that made the head revision ('' for revision 0)
 -- Returns a flat array: per patch its status and rev; status is one of
 -- 'ok', 'fenced', 'cas', 'dup', 'reuse' (rev is then the first src instead).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -54,7 +57,7 @@ for i = 1, n do
   local p = batch[i]
   local entry, kind, head, prevhash = p[1], p[2], p[3], p[4]
   local src, digest, outcome, record = p[5], p[6], p[7], p[8]
-  local revision, newhash, lines = p[9], p[10], p[11]
+  local revision, newhash, lines, prevsrc = p[9], p[10], p[11], p[12]
   local k_doc, k_idx, k_id = KEYS[4 + 3 * i - 2], KEYS[4 + 3 * i - 1], KEYS[4 + 3 * i]
   local status, rev = 'ok', ''
 
@@ -106,9 +109,9 @@ for i = 1, n do
   end
 
   if status == 'ok' and kind ~= 'x' then
-    local cur = redis.call('HMGET', k_doc, 'rev', 'hash')
+    local cur = redis.call('HMGET', k_doc, 'rev', 'hash', 'src')
     local current, currenthash = tonumber(cur[1] or '0'), cur[2] or empty
-    if failed[k_doc] or current ~= head or currenthash ~= prevhash then
+    if failed[k_doc] or current ~= head or currenthash ~= prevhash or (cur[3] or '') ~= prevsrc then
       failed[k_doc] = true
       status, rev = 'cas', string.format('%d', current)
     end
@@ -118,7 +121,8 @@ for i = 1, n do
     if kind == 'c' then
       rev = string.format('%d', head + 1)
       local revid = redis.call('XADD', KEYS[2], '*', unpack(add_at(revision)))
-      redis.call('HSET', k_doc, 'rev', rev, 'hash', newhash, 'lines', string.format('%d', lines))
+      redis.call('HSET', k_doc, 'rev', rev, 'hash', newhash, 'lines', string.format('%d', lines),
+        'src', src)
       redis.call('RPUSH', k_idx, revid)
       if head == 0 then
         redis.call('SADD', KEYS[4], revision[2])

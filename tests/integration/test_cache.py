@@ -53,12 +53,12 @@ async def test_rolled_back_document_is_checked_and_a_wrong_cache_reloaded(
     await cache.ensure(["d"])
     doc = cache["d"]
     confirmed = doc.lines
-    doc.advance(3, "speculative", ["not", "committed"], doc.history[-1])
+    doc.advance(3, "speculative", ["not", "committed"], doc.history[-1], "0-1")
     cache.rollback("d")
     assert (doc.rev, doc.lines, "d" in cache.suspect) == (2, confirmed, True)
 
     doc.lines = [*doc.lines, "corrupted"]  # what a bug in the cache would look like
-    doc.confirm(doc.rev, doc.hash, doc.lines)
+    doc.confirm(doc.rev, doc.hash, doc.lines, doc.src)
     await _commit_lines(client, "d", 2, 1)
     await drain(redis, settings, scripts)
     await cache.ensure(["d"])  # suspect: the head is read without being asked

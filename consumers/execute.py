@@ -1,10 +1,12 @@
 """The execute stage: decide each normalized patch against its document's head and
-commit the decisions of a batch in one script call (head check, state, revision,
-outcome, idempotency record and ack, atomically per patch).
+commit the decisions in chunks, one script call each (head check, state, revision,
+outcome and idempotency record atomically per patch; the entries acknowledged with
+them). The next chunk is decided while the server commits the previous one.
 
-Document content is cached in the worker and advanced speculatively through a batch;
-the script's compare-and-set on the head revision catches a stale cache (another
-worker committed), and the patches involved are decided again on a fresh copy.
+Document content is cached in the worker (``consumers.cache``) and advanced
+speculatively through a batch; the script's exact compare-and-set on the head
+(revision, hash and the patch that made it) catches a stale cache (another worker
+committed), and the patches involved are decided again after the cache catches up.
 """
 
 from __future__ import annotations

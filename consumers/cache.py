@@ -113,6 +113,10 @@ class DocCache:
     def __contains__(self, doc: object) -> bool:
         return doc in self.docs
 
+    def get(self, doc: str) -> CachedDoc | None:
+        """The cached document, or ``None`` (without touching its recency)."""
+        return self.docs.get(doc)
+
     def drop(self, doc: str) -> None:
         """Forget ``doc`` entirely (its next use loads it afresh)."""
         self.docs.pop(doc, None)
@@ -149,9 +153,7 @@ class DocCache:
                 self.docs.move_to_end(doc)
         verify = [d for d in dict.fromkeys([*check, *self.suspect]) if d in self.docs]
         missing = [d for d in wanted if d not in self.docs]
-        heads = (
-            await read_heads(self.redis, self.keys, verify + missing) if verify or missing else {}
-        )
+        heads = await read_heads(self.redis, self.keys, verify + missing)
         self.suspect.difference_update(verify)
         behind: dict[str, tuple[int, int]] = {}
         for doc in verify:

@@ -385,7 +385,7 @@ class ExecuteStage:
 
     def _reuse(self, decision: _Decision, first_src: str) -> _Decision:
         err = id_reuse(decision.patch.id, first_src)
-        cached = self.docs.docs.get(decision.patch.doc)
+        cached = self.docs.get(decision.patch.doc)
         head = cached.confirmed_rev if cached is not None else decision.head  # the known head
         outcome = _outcome(decision.patch, OutcomeStatus.REJECTED, head, err)
         return _Decision(decision.entry, decision.patch, "x", head, decision.head_hash, outcome)
@@ -454,7 +454,7 @@ class ExecuteStage:
         their last snapshot (never speculative content: a chunk may be in flight)."""
         every = self.settings.snapshot_every
         for name in confirmed:
-            doc = self.docs.docs.get(name)
+            doc = self.docs.get(name)
             if doc is not None and doc.confirmed_rev - doc.snapshot_rev >= every:
                 await write_snapshot(
                     self.redis, self.keys, name, doc.confirmed_rev, doc.confirmed_lines

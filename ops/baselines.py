@@ -79,40 +79,24 @@ async def naive_pipeline(
     redis: Redis, prefix: str, count: int, docs: int = 1000, lines: int = 100
 ) -> float:
     """Patches per second through the naive consumer (pre-filled, then drained)."""
-    stream = f"{prefix}:naive"
+    keys = Keys(prefix)
     rng = random.Random(5)
-    seed = [f"line {i}" for i in range(lines)]
+    seed = json.dumps([f"line {i}" for i in range(lines)])
     async with redis.pipeline(transaction=False) as pipe:
         for d in range(docs):
-            pipe.set(f"{prefix}:naive:doc:{d}", json.dumps(seed))
+            pipe.hset(keys.doc(str(d)), mapping={"rev": 1, "content": seed})
         for n in range(count):
-            pipe.xadd(stream, {"doc": str(n % docs), "ops": _patch(rng, lines, n)})
+            pipe.xadd(keys.patches, {"doc": str(n % docs), "ops": _patch(rng, lines, n)})
         await pipe.execute()
-    await redis.xgroup_create(stream, "g", id="0")
+    await redis.xgroup_create(keys.patches, _GROUP, id="0")
     started = time.perf_counter()
     for _ in range(count):
-        reply: Any = await redis.xreadgroup("g", "c", {stream: ">"}, count=1)
+        reply: Any = await redis.xreadgroup(_GROUP, "c", {keys.patches: ">"}, count=1)
         entry_id, fields = reply[0][1][0]
-        ops = json.loads(fields[b"ops"])
-        key = f"{prefix}:naive:doc:{fields[b'doc'].decode()}"
-        while True:
-            async with redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw: Any = await pipe.get(key)
-                    doc = json.loads(raw)
-                    new = _apply(doc, ops)
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, json.dumps(new))
-                    pipe.xadd(f"{prefix}:naive:revisions", {"doc": key, "ops": fields[b"ops"]})
-                    pipe.xack(stream, "g", entry_id)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
+        await _naive_one(redis, keys, entry_id, fields)
     elapsed = time.perf_counter() - started
-    keys = [stream, f"{prefix}:naive:revisions"] + [f"{prefix}:naive:doc:{d}" for d in range(docs)]
-    await redis.delete(*keys)
+    stale = [keys.patches, keys.revisions, keys.outcomes] + [keys.doc(str(d)) for d in range(docs)]
+    await redis.delete(*stale)
     return count / elapsed
 
 

@@ -100,19 +100,10 @@ async def revisions_of(redis: Redis, keys: Keys, doc: str, first: int, last: int
 
     Raises ``CorruptEntry`` if the index or the revisions stream lacks one of them.
     """
-    if last < first:
-        return []
     out: list[Revision] = []
     for start in range(first, last + 1, _PAGE):
         stop = min(last, start + _PAGE - 1)
-        ids = await redis.lrange(keys.index(doc), start - 1, stop - 1)
-        if len(ids) != stop - start + 1:
-            raise CorruptEntry(f"index of {doc!r} lacks revisions {start}..{stop}")
-        async with redis.pipeline(transaction=False) as pipe:
-            for stream_id in ids:
-                pipe.xrange(keys.revisions, stream_id, stream_id)
-            replies = await pipe.execute()
-        out += [_checked(doc, rev, reply) for rev, reply in enumerate(replies, start)]
+        out += (await revisions_since(redis, keys, {doc: (start, stop)}))[doc]
     return out
 
 

@@ -32,16 +32,16 @@ def _source(name: str) -> str:
     return resources.files("streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def _batched(name: str) -> str:
-    """A script that decides a batch of entries, after the shared fence and ack."""
-    return _source("fence") + _source(name)
+def _with_common(name: str) -> str:
+    """A script after the helpers it shares (fence, ack, clock, id records)."""
+    return _source("common") + _source(name)
 
 
 def load(redis: Redis) -> Scripts:
     """Register every script on ``redis`` (nothing is sent until the first call)."""
     return Scripts(
-        forward=redis.register_script(_batched("forward")),
-        commit=redis.register_script(_batched("commit")),
+        forward=redis.register_script(_with_common("forward")),
+        commit=redis.register_script(_with_common("commit")),
         claim=redis.register_script(_source("claim")),
-        dead=redis.register_script(_source("dead")),
+        dead=redis.register_script(_with_common("dead")),
     )

@@ -41,8 +41,7 @@ local batch = cmsgpack.unpack(ARGV[7])
 local n = #batch
 local failed = {}
 local acks = {}
-local t = redis.call('TIME')
-local now = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+local now = now_ms()
 local out = {}
 
 local pending = fence(stream, group, consumer, ARGV[5], ARGV[6], n)

@@ -12,8 +12,7 @@ local pel = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #pel == 0 or pel[1][2] ~= ARGV[2] then
   return 'fenced'
 end
-local t = redis.call('TIME')
-local now = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+local now = now_ms()
 local dead = cjson.decode(ARGV[5])
 dead[#dead + 1] = 'at'
 dead[#dead + 1] = now
@@ -22,12 +21,6 @@ local outcome = cjson.decode(ARGV[6])
 outcome[#outcome + 1] = 'at'
 outcome[#outcome + 1] = now
 redis.call('XADD', KEYS[3], '*', unpack(outcome))
-local prev = redis.call('LINDEX', KEYS[4], 0)
-local digest = prev and cjson.decode(prev).digest
-if type(digest) ~= 'string' or digest == '' then
-  redis.call('DEL', KEYS[4])
-  redis.call('RPUSH', KEYS[4], ARGV[7])
-  redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[8]))
-end
+record_unless_decided(KEYS[4], ARGV[7], tonumber(ARGV[8]))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 'ok'

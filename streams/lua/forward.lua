@@ -34,22 +34,11 @@ for i = 1, n do
     if kind == 'f' then
       redis.call('XADD', KEYS[2], '*', 'p', ARGV[6 + i])
     else
-      if not now then
-        local t = redis.call('TIME')
-        now = tostring(t[1] * 1000 + math.floor(t[2] / 1000))
-      end
+      now = now or now_ms()
       outcome[#outcome + 1] = 'at'
       outcome[#outcome + 1] = now
       redis.call('XADD', KEYS[3], '*', unpack(outcome))
-      -- A decided patch keeps its record (it has a digest): a later malformed
-      -- resubmission of its id must not hide what happened to it.
-      local prev = redis.call('LINDEX', k_id, 0)
-      local digest = prev and cjson.decode(prev).digest
-      if type(digest) ~= 'string' or digest == '' then
-        redis.call('DEL', k_id)
-        redis.call('RPUSH', k_id, record)
-        redis.call('PEXPIRE', k_id, ttl)
-      end
+      record_unless_decided(k_id, record, ttl)
     end
     acks[#acks + 1] = entry
     out[i] = 'ok'

@@ -53,6 +53,12 @@ async def _run(*runs: Runner) -> None:
     await asyncio.wait_for(asyncio.gather(*(r.run() for r in runs)), 60)
 
 
+async def _through(redis: Redis, settings: Settings, scripts: Scripts, stale: ExecuteStage) -> None:
+    """Normalize what was submitted, then let ``stale`` (and only it) execute it."""
+    await _run(*runners(redis, settings, scripts, execute=0))
+    await _run(Runner(redis, settings, scripts, stale, "stale", drain=True))
+
+
 async def _stale_worker(
     redis: Redis, settings: Settings, scripts: Scripts, client: Client
 ) -> ExecuteStage:
@@ -61,8 +67,7 @@ async def _stale_worker(
     stale = ExecuteStage(redis, settings, scripts)
     await client.submit("d", 0, ops=[{"op": "insert", "at": 1, "lines": ["a", "a", "b"]}])
     await client.submit("e", 0, ops=[{"op": "insert", "at": 1, "lines": ["x"]}], id="R")
-    await _run(*runners(redis, settings, scripts, execute=0))
-    await _run(Runner(redis, settings, scripts, stale, "stale", drain=True))
+    await _through(redis, settings, scripts, stale)
     await client.submit("d", 1, ops=[{"op": "delete", "from": 1}], id="other")
     await drain(redis, settings, scripts)
     return stale
@@ -80,8 +85,7 @@ async def test_equal_content_through_another_revision_fails_the_head_check(
     stale = await _stale_worker(redis, settings, scripts, client)
     await client.submit("d", 1, ops=[{"op": "delete", "from": 2}], id="X")
     await client.submit("d", 1, ops=[{"op": "replace", "from": 1, "lines": ["Z"]}], id="Y")
-    await _run(*runners(redis, settings, scripts, execute=0))
-    await _run(Runner(redis, settings, scripts, stale, "stale", drain=True))
+    await _through(redis, settings, scripts, stale)
 
     decided = {o.id: (o.status, o.rev, o.code) for o in await outcomes(redis, settings)}
     assert decided["X"] == (OutcomeStatus.COMMITTED, 3, None)
@@ -102,11 +106,9 @@ async def test_a_reused_id_in_a_chunk_does_not_corrupt_the_cached_history(
     stale = await _stale_worker(redis, settings, scripts, client)
     await client.submit("d", 1, ops=[{"op": "delete", "from": 2}], id="R")
     await client.submit("d", 1, ops=[{"op": "insert", "at": 4, "lines": ["c"]}], id="Y")
-    await _run(*runners(redis, settings, scripts, execute=0))
-    await _run(Runner(redis, settings, scripts, stale, "stale", drain=True))
+    await _through(redis, settings, scripts, stale)
     await client.submit("d", 1, ops=[{"op": "replace", "from": 1, "lines": ["Q"]}], id="Q")
-    await _run(*runners(redis, settings, scripts, execute=0))
-    await _run(Runner(redis, settings, scripts, stale, "stale", drain=True))
+    await _through(redis, settings, scripts, stale)
 
     decided = {(o.id, o.doc): (o.status, o.rev, o.code) for o in await outcomes(redis, settings)}
     assert decided[("R", "d")][2] is RejectCode.ID_REUSE

@@ -1,4 +1,4 @@
--- Prepended to the scripts that decide a batch of entries (see streams/scripts.py).
+-- Prepended to the scripts that decide entries (see streams/scripts.py).
 -- fence(...) reads, in one call, which entries of the batch's id range [lo, hi] are
 -- pending for this consumer, and returns a predicate: is this entry still ours? A
 -- full reply may have missed some, which are then looked up one by one.
@@ -29,3 +29,21 @@ local function ack(stream, group, ids)
   end
 end
 
+
+-- Milliseconds on the server's clock, as a string (the streams' 'at' field).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tostring(t[1] * 1000 + math.floor(t[2] / 1000))
+end
+
+-- Record a rejection under an id unless the id belongs to a decided patch (its record
+-- has a digest): a later malformed resubmission must not hide what happened to it.
+local function record_unless_decided(key, record, ttl)
+  local prev = redis.call('LINDEX', key, 0)
+  local digest = prev and cjson.decode(prev).digest
+  if type(digest) ~= 'string' or digest == '' then
+    redis.call('DEL', key)
+    redis.call('RPUSH', key, record)
+    redis.call('PEXPIRE', key, ttl)
+  end
+end

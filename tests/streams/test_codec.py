@@ -237,10 +237,75 @@ def test_outcome_fields_use_wire_names_and_leave_out_none() -> None:
         decode_event(Outcome, {**encoded, "rev": "four"})
 
 
-def test_committed_json_schema_is_up_to_date() -> None:
-    """schema/ingress.schema.json matches the wire structs (run scripts/gen-schema)."""
+# Keywords a client's validator enforces; everything else (title, description, default,
+# examples) is prose or annotation, which msgspec releases are free to word differently.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$id"})
+
+
+def schema_contract(schema: object, defs: dict[str, object] | None = None) -> object:
+    """The part of a JSON Schema a validator checks: $refs inlined, annotations dropped."""
+    if defs is None and isinstance(schema, dict):
+        defs = schema.get("$defs", {})
+    if isinstance(schema, list):
+        return [schema_contract(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]] if defs else {}
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return schema_contract({**target, **rest} if isinstance(target, dict) else rest, defs)
+    out: dict[str, object] = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS or key in {"$defs", "$schema"}:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            # Property names are data, not keywords: a field called "title" stays.
+            out[key] = {name: schema_contract(sub, defs) for name, sub in value.items()}
+        elif key == "required" and isinstance(value, list):
+            out[key] = sorted(value)
+        else:
+            out[key] = schema_contract(value, defs)
+    return out
+
+
+def committed_schema() -> dict[str, object]:
+    """schema/ingress.schema.json as committed."""
     path = Path(__file__).resolve().parents[2] / "schema" / "ingress.schema.json"
-    assert json.loads(path.read_text()) == json.loads(json.dumps(ingress_json_schema()))
+    loaded: dict[str, object] = json.loads(path.read_text())
+    return loaded
+
+
+def test_committed_json_schema_is_up_to_date() -> None:
+    """schema/ingress.schema.json validates what the wire structs accept (scripts/gen-schema)."""
+    generated = json.loads(json.dumps(ingress_json_schema()))
+    assert schema_contract(committed_schema()) == schema_contract(generated)
+
+
+def test_schema_contract_sees_a_changed_type_or_bound_but_not_prose() -> None:
+    """The drift check fails on a changed type, bound or required field, not on wording."""
+    committed = committed_schema()
+    base = schema_contract(committed)
+    reworded = json.loads(json.dumps(committed).replace("Revision the line", "Revision that"))
+    assert reworded != committed
+    assert schema_contract(reworded) == base
+    defs = committed["$defs"]
+    assert isinstance(defs, dict)
+
+    def mutated(change: str) -> object:
+        copy = json.loads(json.dumps(committed))
+        entry = copy["$defs"]["IngressEntry"]
+        if change == "type":
+            entry["properties"]["base"]["type"] = "string"
+        elif change == "bound":
+            entry["properties"]["doc"]["maxLength"] = 512
+        elif change == "required":
+            entry["required"] = [*entry["required"], "author"]
+        elif change == "op bound":
+            copy["$defs"]["Insert"]["properties"]["at"]["minimum"] = 0
+        return schema_contract(copy)
+
+    for change in ("type", "bound", "required", "op bound"):
+        assert mutated(change) != base, change
 
 
 def test_payload_digest_ignores_json_spelling_and_meta_but_not_the_change() -> None:

@@ -17,11 +17,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from projections.content import content_hash
-from projections.diff import parse_diff, render_diff, verify
-from projections.patch import apply, check_bounds, effective, normalize
-from streams.codec import decode_ingress
-from streams.limits import Limits
+from patchlog.projections.diff import parse_diff, render_diff, verify
+from patchlog.projections.patch import apply, check_bounds, effective, normalize
+from patchlog.streams.codec import decode_ingress
+from patchlog.streams.content import content_hash
+from patchlog.streams.limits import Limits
 
 LIMITS = Limits()
 

@@ -1,7 +1,7 @@
 """The stage workers: the consumer-group runner, normalize, execute."""
 
-from consumers.execute import ExecuteStage
-from consumers.normalize import NormalizeStage
-from consumers.runner import RetryLater, Runner, Stage
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.runner import RetryLater, Runner, Stage
 
 __all__ = ["ExecuteStage", "NormalizeStage", "RetryLater", "Runner", "Stage"]

@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 
-from projections.content import content_hash
-from projections.fold import fold
-from projections.rebase import Later
-from streams.keys import Keys
-from streams.log import Head, later_of, load_content, read_heads, revisions_since
+from patchlog.projections.fold import fold
+from patchlog.projections.load import later_of, load_content
+from patchlog.projections.rebase import Later
+from patchlog.streams.content import content_hash
+from patchlog.streams.keys import Keys
+from patchlog.streams.log import Head, read_heads, revisions_since
 
 __all__ = ["CachedDoc", "DocCache"]
 

@@ -21,21 +21,22 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
-from consumers.cache import HISTORY, DocCache
-from consumers.messages import NormalizedPatch, decode_normalized
-from consumers.metrics import OUTCOMES, RETRIES
-from consumers.runner import Entry, RetryLater, outcome_fields, parse_id
-from projections.content import EMPTY_HASH, content_hash
-from projections.fold import plan
-from projections.patch import to_ops
-from projections.rebase import Later
-from streams.codec import entry_text, id_reuse
-from streams.errors import Rejected
-from streams.keys import EXECUTE
-from streams.log import later_of, revisions_of, write_snapshot
-from streams.schema import IdRecord, Outcome, OutcomeStatus
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.cache import HISTORY, DocCache
+from patchlog.consumers.messages import NormalizedPatch, decode_normalized
+from patchlog.consumers.metrics import OUTCOMES, RETRIES
+from patchlog.consumers.runner import Entry, RetryLater, outcome_fields, parse_id
+from patchlog.projections.fold import plan
+from patchlog.projections.load import later_of
+from patchlog.projections.patch import to_ops
+from patchlog.projections.rebase import Later
+from patchlog.streams.codec import entry_text, id_reuse
+from patchlog.streams.content import EMPTY_HASH, content_hash
+from patchlog.streams.errors import Rejected
+from patchlog.streams.keys import EXECUTE
+from patchlog.streams.log import revisions_of, write_snapshot
+from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 
 __all__ = ["ExecuteStage"]
 

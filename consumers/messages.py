@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from projections.diff import ParsedDiff
-from projections.patch import Splice
+from patchlog.projections.diff import ParsedDiff
+from patchlog.projections.patch import Splice
 
 __all__ = ["NormalizedPatch", "decode_normalized", "encode_normalized"]
 

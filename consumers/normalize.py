@@ -11,16 +11,16 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
-from consumers.messages import NormalizedPatch, encode_normalized
-from consumers.metrics import OUTCOMES
-from consumers.runner import Entry, outcome_fields, parse_id, rejection
-from projections.diff import parse_diff
-from projections.patch import normalize
-from streams.codec import decode_ingress, entry_text, payload_digest
-from streams.errors import Rejected
-from streams.keys import NORMALIZE
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.messages import NormalizedPatch, encode_normalized
+from patchlog.consumers.metrics import OUTCOMES
+from patchlog.consumers.runner import Entry, outcome_fields, parse_id, rejection
+from patchlog.projections.diff import parse_diff
+from patchlog.projections.patch import normalize
+from patchlog.streams.codec import decode_ingress, entry_text, payload_digest
+from patchlog.streams.errors import Rejected
+from patchlog.streams.keys import NORMALIZE
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 
 __all__ = ["NormalizeStage", "normalize_entry"]
 

@@ -33,15 +33,15 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers.backoff import Backoff
-from consumers.lease import Lease
-from consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
-from streams.codec import entry_text
-from streams.errors import PatchlogError
-from streams.keys import Keys
-from streams.schema import Outcome, OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.backoff import Backoff
+from patchlog.consumers.lease import Lease
+from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
+from patchlog.streams.codec import entry_text
+from patchlog.streams.errors import PatchlogError
+from patchlog.streams.keys import Keys
+from patchlog.streams.schema import Outcome, OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 
 __all__ = [
     "Entry",

@@ -5,7 +5,7 @@
 - naive pipeline: what a user would write first: one entry at a time, the document as
   a JSON list in one key, WATCH/MULTI/EXEC per patch (state, revision, outcome, ack).
   ``naive_consumer`` runs it as its own process under the bench's offered load
-  (``python -m ops.baselines URL NAMESPACE``), exactly where patchlog's workers run;
+  (``python -m patchlog.ops.baselines URL NAMESPACE``), exactly where patchlog's workers run;
   ``naive_pipeline`` times it alone, draining a prepared backlog.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
-from streams.connection import connect
-from streams.keys import Keys
-from streams.settings import Settings
+from patchlog.streams.connection import connect
+from patchlog.streams.keys import Keys
+from patchlog.streams.settings import Settings
 
 __all__ = ["naive_consumer", "naive_pipeline", "raw_ceiling"]
 

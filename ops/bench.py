@@ -30,14 +30,14 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from ops.demo import free_port
-from ops.gcpolicy import quiet_gc
-from ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
-from ops.supervisor import Supervisor
-from streams.connection import connect
-from streams.keys import EXECUTE
-from streams.server import die_with_parent
-from streams.settings import Settings
+from patchlog.ops.demo import free_port
+from patchlog.ops.gcpolicy import quiet_gc
+from patchlog.ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
+from patchlog.ops.supervisor import Supervisor
+from patchlog.streams.connection import connect
+from patchlog.streams.keys import EXECUTE
+from patchlog.streams.server import die_with_parent
+from patchlog.streams.settings import Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
 
@@ -343,7 +343,7 @@ async def _retries(supervisor: Supervisor) -> float:
 
 async def _start_naive(url: str, namespace: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ops.baselines", url, namespace,
+        sys.executable, "-m", "patchlog.ops.baselines", url, namespace,
         stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent,
     )  # fmt: skip
 
@@ -435,8 +435,8 @@ async def run_bench(
 
 async def _alone(url: str | None, *, count: int) -> dict[str, float]:
     """The raw ceiling and the naive pipeline draining a backlog, alone on a server."""
-    from ops.baselines import naive_pipeline, raw_ceiling  # noqa: PLC0415
-    from streams.server import EmbeddedServer  # noqa: PLC0415
+    from patchlog.ops.baselines import naive_pipeline, raw_ceiling  # noqa: PLC0415
+    from patchlog.streams.server import EmbeddedServer  # noqa: PLC0415
 
     folder = Path(tempfile.mkdtemp(prefix="patchlog-baseline-"))
     server = None

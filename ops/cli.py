@@ -16,10 +16,11 @@ import msgspec
 import uvloop
 from redis.exceptions import RedisError
 
-from ops.config import env_help, load_settings
-from ops.logs import configure_logging
-from streams.errors import PatchlogError, ServerError
-from streams.settings import Settings
+from patchlog import __version__
+from patchlog.ops.config import env_help, load_settings
+from patchlog.ops.logs import configure_logging
+from patchlog.streams.errors import PatchlogError, ServerError
+from patchlog.streams.settings import Settings
 
 __all__ = ["main"]
 
@@ -66,6 +67,9 @@ _ENV_TEXT = "\n".join(f"  {name} (default {default})" for name, default in env_h
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Embedded server data.")
 @click.option("--port", type=int, help="Embedded server port (default 6390).")
 @click.option("--json-logs/--pretty-logs", default=None, help="Log format (default: by tty).")
+@click.version_option(
+    __version__, "--version", prog_name="patchlog", message="%(prog)s %(version)s"
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -98,7 +102,7 @@ def up(
 
     Ctrl-C stops everything cleanly.
     """
-    from ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
+    from patchlog.ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
 
     settings = _settings(ctx, fsync=fsync)
 
@@ -142,7 +146,7 @@ def up(
 @_handle_errors
 def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> None:
     """Run one stage worker (for systemd, Kubernetes, or scaling by hand)."""
-    from ops.worker import default_consumer, run_worker  # noqa: PLC0415
+    from patchlog.ops.worker import default_consumer, run_worker  # noqa: PLC0415
 
     settings = _settings(ctx)
     status = run(
@@ -157,7 +161,7 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> Non
 @_handle_errors
 def server(ctx: click.Context, fsync: str | None) -> None:
     """Run the embedded server alone, until Ctrl-C."""
-    from streams.server import EmbeddedServer  # noqa: PLC0415
+    from patchlog.streams.server import EmbeddedServer  # noqa: PLC0415
 
     settings = _settings(ctx, fsync=fsync)
 
@@ -186,8 +190,8 @@ def server(ctx: click.Context, fsync: str | None) -> None:
 async def _client_call(
     settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0
 ) -> T:
-    from streams.client import Client  # noqa: PLC0415
-    from streams.connection import connect  # noqa: PLC0415
+    from patchlog.streams.client import Client  # noqa: PLC0415
+    from patchlog.streams.connection import connect  # noqa: PLC0415
 
     redis = connect(settings, _url(settings), name="patchlog-cli", block_ms=int(block * 1000))
     try:
@@ -239,7 +243,7 @@ def submit(
     diff = diff_file.read() if diff_file is not None else None
     settings = _settings(ctx)
     if dry_run:
-        from ops.dryrun import dry_run as check  # noqa: PLC0415
+        from patchlog.ops.dryrun import dry_run as check  # noqa: PLC0415
 
         text, ok = run(
             _client_call(settings, lambda c: check(c, settings, doc, base, ops_json, diff))
@@ -272,7 +276,7 @@ def submit(
 @_handle_errors
 def show(ctx: click.Context, doc: str, rev: int | None) -> None:
     """Print a document (at its head, or at --rev)."""
-    from projections.history import content_at  # noqa: PLC0415
+    from patchlog.projections.history import content_at  # noqa: PLC0415
 
     settings = _settings(ctx)
     _, lines = run(_client_call(settings, lambda c: content_at(c.redis, settings.keys, doc, rev)))
@@ -287,7 +291,7 @@ def show(ctx: click.Context, doc: str, rev: int | None) -> None:
 @_handle_errors
 def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
     """List a document's revisions, newest first."""
-    from projections.history import revision_log  # noqa: PLC0415
+    from patchlog.projections.history import revision_log  # noqa: PLC0415
 
     settings = _settings(ctx)
     for row in run(
@@ -301,7 +305,7 @@ def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
 @_handle_errors
 def verify(ctx: click.Context) -> None:
     """Rebuild every document from the revision log and compare with the live heads."""
-    from projections.rebuild import verify as check  # noqa: PLC0415
+    from patchlog.projections.rebuild import verify as check  # noqa: PLC0415
 
     settings = _settings(ctx)
     report = run(_client_call(settings, lambda c: check(c.redis, settings.keys)))
@@ -322,7 +326,7 @@ def verify(ctx: click.Context) -> None:
 @_handle_errors
 def demo(patches: int, agents: int, n_docs: int, keep: bool) -> None:
     """Run a pipeline on a fresh embedded server, let agents patch documents, check it."""
-    from ops.demo import run_demo  # noqa: PLC0415
+    from patchlog.ops.demo import run_demo  # noqa: PLC0415
 
     sys.exit(run(run_demo(patches=patches, agents=agents, docs=n_docs, keep=keep)))
 
@@ -357,7 +361,7 @@ def bench(
     min_ratio: float | None,
 ) -> None:
     """Measure the pipeline on a fresh embedded server (or --redis-url) beside baselines."""
-    from ops.bench import run_bench  # noqa: PLC0415
+    from patchlog.ops.bench import run_bench  # noqa: PLC0415
 
     settings = _settings(ctx)
     status = run(

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from streams.limits import Limits
-from streams.settings import Settings
+from patchlog.streams.limits import Limits
+from patchlog.streams.settings import Settings
 
 __all__ = ["ENV_PREFIX", "env_help", "load_settings"]
 

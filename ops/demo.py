@@ -21,13 +21,13 @@ from typing import Any
 import click
 from redis.asyncio import Redis
 
-from ops.supervisor import Supervisor
-from projections.rebuild import verify
-from streams.client import Client
-from streams.connection import connect
-from streams.keys import Keys
-from streams.log import read_head
-from streams.settings import Settings
+from patchlog.ops.supervisor import Supervisor
+from patchlog.projections.rebuild import verify
+from patchlog.streams.client import Client
+from patchlog.streams.connection import connect
+from patchlog.streams.keys import Keys
+from patchlog.streams.log import read_head
+from patchlog.streams.settings import Settings
 
 __all__ = ["free_port", "run_demo"]
 

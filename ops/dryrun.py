@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from consumers.normalize import normalize_entry
-from projections.diff import render_diff
-from projections.fold import plan
-from streams.client import Client
-from streams.errors import Rejected
-from streams.log import later_of, load_content, read_head, revisions_of
-from streams.settings import Settings
+from patchlog.consumers.normalize import normalize_entry
+from patchlog.projections.diff import render_diff
+from patchlog.projections.fold import plan
+from patchlog.projections.load import later_of, load_content
+from patchlog.streams.client import Client
+from patchlog.streams.errors import Rejected
+from patchlog.streams.log import read_head, revisions_of
+from patchlog.streams.settings import Settings
 
 __all__ = ["dry_run"]
 

@@ -20,10 +20,10 @@ import hiredis
 import msgspec
 from redis.asyncio import Redis
 
-from projections.diff import render_diff
-from projections.patch import apply, normalize
-from streams.schema import Insert, Op
-from streams.settings import Settings
+from patchlog.projections.diff import render_diff
+from patchlog.projections.patch import apply, normalize
+from patchlog.streams.schema import Insert, Op
+from patchlog.streams.settings import Settings
 
 __all__ = ["SCENARIOS", "Appender", "Load", "Scenario", "seed", "tail"]
 

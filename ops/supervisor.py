@@ -13,10 +13,10 @@ from pathlib import Path
 
 import structlog
 
-from consumers.backoff import Backoff
-from streams.keys import EXECUTE, NORMALIZE
-from streams.server import EmbeddedServer, die_with_parent
-from streams.settings import Settings
+from patchlog.consumers.backoff import Backoff
+from patchlog.streams.keys import EXECUTE, NORMALIZE
+from patchlog.streams.server import EmbeddedServer, die_with_parent
+from patchlog.streams.settings import Settings
 
 __all__ = ["Supervisor", "WorkerProcess"]
 
@@ -55,7 +55,7 @@ class WorkerProcess:
         output = None if self.log_path is None else self.log_path.open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ops.cli", "worker", self.stage, "--name", self.name,
+                sys.executable, "-m", "patchlog.ops.cli", "worker", self.stage, "--name", self.name,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,

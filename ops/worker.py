@@ -15,16 +15,16 @@ import traceback
 
 import structlog
 
-from consumers.execute import ExecuteStage
-from consumers.normalize import NormalizeStage
-from consumers.runner import Runner, Stage
-from ops.gcpolicy import collect_every, quiet_gc
-from ops.metrics import serve_metrics
-from streams.connection import check_server, connect
-from streams.errors import ServerError
-from streams.keys import EXECUTE, NORMALIZE
-from streams.scripts import load
-from streams.settings import Settings
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.runner import Runner, Stage
+from patchlog.ops.gcpolicy import collect_every, quiet_gc
+from patchlog.ops.metrics import serve_metrics
+from patchlog.streams.connection import check_server, connect
+from patchlog.streams.errors import ServerError
+from patchlog.streams.keys import EXECUTE, NORMALIZE
+from patchlog.streams.scripts import load
+from patchlog.streams.settings import Settings
 
 __all__ = ["STAGES", "default_consumer", "run_worker"]
 

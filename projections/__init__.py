@@ -1,9 +1,13 @@
-"""The pure patch model and fold: normalize, apply, rebase, diffs, content hash."""
+"""The patch model and the fold, and reading state back from the log.
 
-from projections.content import EMPTY_HASH, content_bytes, content_hash, split_lines
-from projections.diff import ParsedDiff, check_length, parse_diff, render_diff, verify
-from projections.fold import Planned, base_length, fold, plan
-from projections.patch import (
+Pure: normalize, apply, rebase, diffs, the fold. With I/O: loading a document (snapshot
+plus revisions), rebuild and verify, time travel.
+"""
+
+from patchlog.projections.diff import ParsedDiff, check_length, parse_diff, render_diff, verify
+from patchlog.projections.fold import Planned, base_length, fold, plan
+from patchlog.projections.load import Loaded, later_of, load_content, read_document
+from patchlog.projections.patch import (
     Splice,
     apply,
     check_bounds,
@@ -15,12 +19,19 @@ from projections.patch import (
     normalize,
     to_ops,
 )
-from projections.rebase import Expect, Later, check_base, map_expectations, rebase, rebase_diff
+from patchlog.projections.rebase import (
+    Expect,
+    Later,
+    check_base,
+    map_expectations,
+    rebase,
+    rebase_diff,
+)
 
 __all__ = [
-    "EMPTY_HASH",
     "Expect",
     "Later",
+    "Loaded",
     "ParsedDiff",
     "Planned",
     "Splice",
@@ -31,20 +42,20 @@ __all__ = [
     "check_length",
     "check_line",
     "check_lines",
-    "content_bytes",
-    "content_hash",
     "describe",
     "effective",
     "fold",
     "from_ops",
+    "later_of",
+    "load_content",
     "map_expectations",
     "normalize",
     "parse_diff",
     "plan",
+    "read_document",
     "rebase",
     "rebase_diff",
     "render_diff",
-    "split_lines",
     "to_ops",
     "verify",
 ]

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import msgspec
 
-from projections.patch import Splice, check_line
-from projections.rebase import Expect
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import RejectCode
+from patchlog.projections.patch import Splice, check_line
+from patchlog.projections.rebase import Expect
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import RejectCode
 
 __all__ = ["ParsedDiff", "check_length", "parse_diff", "render_diff", "verify"]
 

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import msgspec
 
-from projections.diff import ParsedDiff, check_length, verify
-from projections.patch import Splice, apply, check_bounds, effective
-from projections.rebase import Later, check_base, rebase, rebase_diff
-from streams.limits import Limits
+from patchlog.projections.diff import ParsedDiff, check_length, verify
+from patchlog.projections.patch import Splice, apply, check_bounds, effective
+from patchlog.projections.rebase import Later, check_base, rebase, rebase_diff
+from patchlog.streams.limits import Limits
 
 __all__ = ["Planned", "base_length", "fold", "plan"]
 

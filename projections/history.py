@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from projections.fold import fold
-from streams.keys import Keys
-from streams.log import later_of, load_content, read_head, revisions_of
+from patchlog.projections.fold import fold
+from patchlog.projections.load import later_of, load_content
+from patchlog.streams.keys import Keys
+from patchlog.streams.log import read_head, revisions_of
 
 __all__ = ["content_at", "revision_log"]
 

@@ -14,9 +14,9 @@ from itertools import pairwise
 
 import msgspec
 
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import Delete, Insert, Op, RejectCode, Replace
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import Delete, Insert, Op, RejectCode, Replace
 
 __all__ = [
     "Splice",

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from projections.patch import Splice, describe
-from streams.errors import Rejected
-from streams.schema import RejectCode
+from patchlog.projections.patch import Splice, describe
+from patchlog.streams.errors import Rejected
+from patchlog.streams.schema import RejectCode
 
 __all__ = ["Expect", "Later", "check_base", "map_expectations", "rebase", "rebase_diff"]
 

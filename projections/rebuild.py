@@ -7,11 +7,11 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from projections.content import EMPTY_HASH, content_hash
-from projections.fold import fold
-from projections.patch import from_ops
-from streams.keys import Keys
-from streams.log import iter_revisions, read_heads
+from patchlog.projections.fold import fold
+from patchlog.projections.patch import from_ops
+from patchlog.streams.content import EMPTY_HASH, content_hash
+from patchlog.streams.keys import Keys
+from patchlog.streams.log import iter_revisions, read_heads
 
 __all__ = ["Rebuilt", "VerifyReport", "rebuild", "verify"]
 

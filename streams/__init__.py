@@ -1,9 +1,10 @@
-"""The log layer: wire schemas, codecs, limits and errors."""
+"""The log layer: wire schemas, codecs, the content hash, limits and errors."""
 
-from streams.codec import decode_event, decode_ingress, encode_event, entry_text
-from streams.errors import CorruptEntry, PatchlogError, Rejected
-from streams.limits import Limits
-from streams.schema import (
+from patchlog.streams.codec import decode_event, decode_ingress, encode_event, entry_text
+from patchlog.streams.content import EMPTY_HASH, content_bytes, content_hash, split_lines
+from patchlog.streams.errors import CorruptEntry, PatchlogError, Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import (
     DeadLetter,
     Delete,
     HealthResult,
@@ -19,6 +20,7 @@ from streams.schema import (
 )
 
 __all__ = [
+    "EMPTY_HASH",
     "CorruptEntry",
     "DeadLetter",
     "Delete",
@@ -35,8 +37,11 @@ __all__ = [
     "Rejected",
     "Replace",
     "Revision",
+    "content_bytes",
+    "content_hash",
     "decode_event",
     "decode_ingress",
     "encode_event",
     "entry_text",
+    "split_lines",
 ]

@@ -1,4 +1,4 @@
-"""The Python client: submit a patch, wait for its outcome, read documents."""
+"""The Python client: submit a patch, wait for its outcome."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from streams.connection import check_server
-from streams.errors import ServerError, ServerRefused, Timeout
-from streams.keys import Keys
-from streams.log import load_content, read_head
-from streams.schema import IdRecord, Op, Outcome
-from streams.settings import Durability
+from patchlog.streams.connection import check_server
+from patchlog.streams.errors import ServerError, ServerRefused, Timeout
+from patchlog.streams.keys import Keys
+from patchlog.streams.schema import IdRecord, Op, Outcome
+from patchlog.streams.settings import Durability
 
 __all__ = ["Client"]
 
@@ -99,9 +98,3 @@ class Client:
             raw: Any = await self.redis.blmove(key, key, 1, "LEFT", "RIGHT")
             if raw is not None:
                 return _RECORD.decode(raw)
-
-    async def show(self, doc: str) -> tuple[int, list[str]]:
-        """The head revision of ``doc`` and its lines."""
-        head = await read_head(self.redis, self.keys, doc)
-        loaded = await load_content(self.redis, self.keys, doc, head)
-        return loaded.rev, loaded.lines

@@ -18,9 +18,9 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from streams.errors import CorruptEntry, Rejected
-from streams.limits import Limits
-from streams.schema import IngressEntry, Op, RejectCode
+from patchlog.streams.errors import CorruptEntry, Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import IngressEntry, Op, RejectCode
 
 __all__ = [
     "Fields",

@@ -11,8 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.errors import ServerError, ServerRefused
-from streams.settings import Settings
+from patchlog.streams.errors import ServerError, ServerRefused
+from patchlog.streams.settings import Settings
 
 __all__ = ["ServerInfo", "check_server", "connect"]
 

@@ -17,7 +17,7 @@ where they occur and never escape a stage.
 
 from __future__ import annotations
 
-from streams.schema import RejectCode
+from patchlog.streams.schema import RejectCode
 
 __all__ = [
     "CorruptEntry",

@@ -1,8 +1,8 @@
-"""Reading the log: document heads, revisions by document, content at a revision.
+"""Reading the log: document heads, revisions by document, cached snapshots.
 
-A document's content is not stored whole in the commit: it is the fold of its revisions.
-``load_content`` starts from the cached snapshot (if its hash checks out) and replays
-the revisions after it, found through the document's index list.
+A document's content is not stored whole in the commit: it is the fold of its revisions,
+which is projection work (``patchlog.projections.load``). This module only reads and
+writes what the log holds, decoded and checked.
 """
 
 from __future__ import annotations
@@ -13,22 +13,19 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from projections.content import EMPTY_HASH, content_hash
-from projections.fold import fold
-from projections.patch import from_ops
-from projections.rebase import Later
-from streams.codec import decode_event
-from streams.errors import CorruptEntry, VerifyFailed
-from streams.keys import Keys
-from streams.schema import Revision
+from patchlog.streams.codec import decode_event
+from patchlog.streams.content import EMPTY_HASH, content_hash
+from patchlog.streams.errors import CorruptEntry
+from patchlog.streams.keys import Keys
+from patchlog.streams.schema import Revision
 
 __all__ = [
     "Head",
-    "Loaded",
+    "Snapshot",
     "iter_revisions",
-    "load_content",
     "read_head",
     "read_heads",
+    "read_snapshot",
     "revisions_of",
     "revisions_since",
     "write_snapshot",
@@ -49,26 +46,17 @@ class Head(msgspec.Struct, frozen=True):
     where equal content reached through other revisions has the same hash."""
 
 
-class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
-    rev: int
-    hash: str
-    lines: list[str]
-
-
-class Loaded(msgspec.Struct):
-    """A document's content at revision ``rev``, with the recent revisions behind it."""
+class Snapshot(msgspec.Struct, frozen=True, array_like=True):
+    """A cached copy of a document's content at revision ``rev`` (a cache, not the truth)."""
 
     rev: int
     hash: str
     lines: list[str]
-    history: list[Later]
-    """Revisions replayed to get here (ascending), for rebasing patches on older bases."""
-    snapshot_rev: int
 
 
 _HEAD_FIELDS = ["rev", "hash", "lines", "src"]
 _SNAP_ENCODER = msgspec.msgpack.Encoder()
-_SNAP_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+_SNAP_DECODER = msgspec.msgpack.Decoder(Snapshot)
 
 
 def _head(raw: Sequence[bytes | None]) -> Head:
@@ -149,60 +137,26 @@ async def revisions_since(
     return out
 
 
-def later_of(revision: Revision) -> Later:
-    """The splices a stored revision applied, for folding and rebasing."""
-    return Later(rev=revision.rev, splices=from_ops(revision.ops))
+async def read_snapshot(redis: Redis, keys: Keys, doc: str) -> Snapshot | None:
+    """``doc``'s cached snapshot if there is one that decodes and matches its own hash.
 
-
-def _decode_snapshot(raw: bytes | None) -> _Snapshot | None:
+    Whether it is the logged content at its revision is the caller's to check against
+    the revision there.
+    """
+    raw: Any = await redis.get(keys.snapshot(doc))
     if raw is None:
         return None
     try:
-        return _SNAP_DECODER.decode(raw)
+        snap = _SNAP_DECODER.decode(raw)
     except msgspec.DecodeError:
         return None
-
-
-async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = None) -> Loaded:
-    """The content of ``doc`` at its head (or at ``head``), checked against the hash.
-
-    Raises ``VerifyFailed`` if replaying the log does not give the head's hash.
-    """
-    if head is None:
-        head = await read_head(redis, keys, doc)
-    start = _Snapshot(0, EMPTY_HASH, [])
-    revisions: list[Revision] | None = None
-    raw: Any = await redis.get(keys.snapshot(doc))
-    snap = _decode_snapshot(raw)
-    if snap is not None and 0 < snap.rev <= head.rev and content_hash(snap.lines) == snap.hash:
-        # One read covers the check and the replay: the revision at the snapshot (a
-        # snapshot is a cache, used only if it is the logged content there) and after.
-        revisions = await revisions_of(redis, keys, doc, snap.rev, head.rev)
-        if revisions[0].hash == snap.hash:
-            start, revisions = snap, revisions[1:]
-        else:
-            revisions = None
-    if revisions is None:
-        revisions = await revisions_of(redis, keys, doc, 1, head.rev)
-    lines = list(start.lines)
-    history = []
-    for revision in revisions:
-        later = later_of(revision)
-        lines = fold(lines, later.splices)
-        history.append(later)
-    digest = content_hash(lines)
-    if digest != head.hash:
-        raise VerifyFailed(
-            f"{doc!r} at revision {head.rev}: the log replays to {digest}, the head says "
-            f"{head.hash}"
-        )
-    return Loaded(head.rev, digest, lines, history, start.rev)
+    return snap if content_hash(snap.lines) == snap.hash else None
 
 
 async def write_snapshot(redis: Redis, keys: Keys, doc: str, rev: int, lines: list[str]) -> None:
     """Cache ``doc``'s content at ``rev``; readers check its hash before trusting it."""
     await redis.set(
-        keys.snapshot(doc), _SNAP_ENCODER.encode(_Snapshot(rev, content_hash(lines), lines))
+        keys.snapshot(doc), _SNAP_ENCODER.encode(Snapshot(rev, content_hash(lines), lines))
     )
 
 

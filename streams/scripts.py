@@ -29,7 +29,7 @@ class Scripts(msgspec.Struct, frozen=True, dict=True):
 
 
 def _source(name: str) -> str:
-    return resources.files("streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("patchlog.streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 def _with_common(name: str) -> str:

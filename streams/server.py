@@ -16,8 +16,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streams.errors import ServerError
-from streams.settings import Fsync
+from patchlog.streams.errors import ServerError
+from patchlog.streams.settings import Fsync
 
 __all__ = ["EmbeddedServer", "die_with_parent", "server_binary"]
 

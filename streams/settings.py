@@ -6,8 +6,8 @@ import enum
 
 import msgspec
 
-from streams.keys import Keys
-from streams.limits import Limits
+from patchlog.streams.keys import Keys
+from patchlog.streams.limits import Limits
 
 __all__ = ["Durability", "Fsync", "Settings"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from projections.patch import Splice, to_ops
-from streams.schema import Delete, Insert, Op, Replace
+from patchlog.projections.patch import Splice, to_ops
+from patchlog.streams.schema import Delete, Insert, Op, Replace
 
 # A small alphabet makes equal lines likely, which is where diffs and rebases get
 # interesting; the multibyte and odd characters cover the encoding edges.

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from ops.demo import free_port
-from streams.connection import connect
-from streams.scripts import Scripts, load
-from streams.server import EmbeddedServer, server_binary
-from streams.settings import Settings
+from patchlog.ops.demo import free_port
+from patchlog.streams.connection import connect
+from patchlog.streams.scripts import Scripts, load
+from patchlog.streams.server import EmbeddedServer, server_binary
+from patchlog.streams.settings import Settings
 
 KINDS = [k for k in os.environ.get("PATCHLOG_TEST_SERVERS", "valkey,redis").split(",") if k]
 

@@ -8,13 +8,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from consumers.execute import ExecuteStage
-from consumers.normalize import NormalizeStage
-from consumers.runner import Runner
-from streams.codec import decode_event
-from streams.schema import Outcome
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.runner import Runner
+from patchlog.streams.codec import decode_event
+from patchlog.streams.schema import Outcome
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 
 
 def runners(

@@ -7,9 +7,9 @@ import random
 
 from redis.asyncio import Redis
 
-from streams.client import Client
-from streams.log import read_head
-from streams.settings import Settings
+from patchlog.streams.client import Client
+from patchlog.streams.log import read_head
+from patchlog.streams.settings import Settings
 
 
 async def submit_load(

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from ops.bench import Scenario, run_scenario
-from ops.load import Appender
-from streams.settings import Settings
+from patchlog.ops.bench import Scenario, run_scenario
+from patchlog.ops.load import Appender
+from patchlog.streams.settings import Settings
 
 
 async def test_a_short_bench_run_reports_its_figures() -> None:

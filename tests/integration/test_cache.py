@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from consumers.cache import DocCache
-from projections.content import content_hash
-from streams.client import Client
-from streams.log import load_content
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.cache import DocCache
+from patchlog.projections.load import load_content
+from patchlog.streams.client import Client
+from patchlog.streams.content import content_hash
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import drain
 
 

@@ -9,14 +9,14 @@ import asyncio
 import msgspec
 from redis.asyncio import Redis
 
-from consumers.execute import ExecuteStage
-from consumers.runner import Runner
-from projections.rebuild import verify
-from streams.client import Client
-from streams.log import load_content
-from streams.schema import OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.runner import Runner
+from patchlog.projections.load import load_content
+from patchlog.projections.rebuild import verify
+from patchlog.streams.client import Client
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import drain, outcomes, runners
 
 

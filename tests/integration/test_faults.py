@@ -18,12 +18,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ops.demo import free_port
-from projections.rebuild import verify
-from streams.connection import connect
-from streams.log import iter_revisions
-from streams.server import EmbeddedServer
-from streams.settings import Fsync, Settings
+from patchlog.ops.demo import free_port
+from patchlog.projections.rebuild import verify
+from patchlog.streams.connection import connect
+from patchlog.streams.log import iter_revisions
+from patchlog.streams.server import EmbeddedServer
+from patchlog.streams.settings import Fsync, Settings
 from tests.integration.conftest import KINDS, binary_for
 from tests.integration.helpers import by_src, outcomes
 from tests.integration.load import submit_load
@@ -56,7 +56,7 @@ class Worker:
         )
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ops.cli", "--json-logs", "worker", self.stage,
+                sys.executable, "-m", "patchlog.ops.cli", "--json-logs", "worker", self.stage,
                 "--name", self.name,
                 env=env,
                 stdout=asyncio.subprocess.DEVNULL,

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 
 
 async def _forward(

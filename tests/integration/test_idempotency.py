@@ -6,12 +6,13 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from projections.rebuild import verify
-from streams.client import Client
-from streams.schema import OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.server import EmbeddedServer
-from streams.settings import Settings
+from patchlog.projections.load import read_document
+from patchlog.projections.rebuild import verify
+from patchlog.streams.client import Client
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.server import EmbeddedServer
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes
 
 OPS = [{"op": "insert", "at": 1, "lines": ["once"]}]
@@ -33,7 +34,7 @@ async def test_same_id_twice_in_a_row_applies_once(
         (OutcomeStatus.DUPLICATE, 1),
     ]
     assert first.status is OutcomeStatus.COMMITTED
-    assert await client.show("d") == (1, ["once"])
+    assert await read_document(client.redis, client.keys, "d") == (1, ["once"])
 
 
 async def test_twenty_concurrent_submissions_apply_once(
@@ -47,7 +48,7 @@ async def test_twenty_concurrent_submissions_apply_once(
     statuses = sorted(o.status.value for o in rows)
     assert statuses == ["committed"] + ["duplicate"] * 19
     assert set(by_src(rows).values()) == {1}
-    assert await client.show("d") == (1, ["once"])
+    assert await read_document(client.redis, client.keys, "d") == (1, ["once"])
     assert (await client.wait("p-20", 1)).status is OutcomeStatus.COMMITTED
 
 
@@ -83,4 +84,4 @@ async def test_same_id_other_payload_is_id_reuse(
         f"id: 'p-x' was first used by entry {first_src} for a different payload; "
         "rule: one id names one payload (doc, base, ops or diff, author)"
     )
-    assert await client.show("d") == (1, ["once"])
+    assert await read_document(client.redis, client.keys, "d") == (1, ["once"])

@@ -8,13 +8,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from projections.content import content_hash
-from projections.rebuild import verify
-from streams.client import Client
-from streams.log import iter_revisions
-from streams.schema import OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.projections.load import read_document
+from patchlog.projections.rebuild import verify
+from patchlog.streams.client import Client
+from patchlog.streams.content import content_hash
+from patchlog.streams.log import iter_revisions
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes, runners
 from tests.integration.load import submit_load
 
@@ -40,7 +41,7 @@ async def test_patches_flow_to_revisions_and_outcomes(
         "delete 4..4: to 4 is past the end of the base (0 lines); rule: 1 <= from <= to <= len = 0"
     )
     assert results[noop].status is OutcomeStatus.NOOP
-    rev, lines = await client.show("notes")
+    rev, lines = await read_document(client.redis, client.keys, "notes")
     assert (rev, lines) == (3, ["top", "a", "B"])
     head: Any = await redis.hgetall(settings.keys.doc("notes"))
     assert head[b"hash"].decode() == content_hash(lines)

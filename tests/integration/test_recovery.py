@@ -10,13 +10,14 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
 
-from consumers.execute import ExecuteStage
-from consumers.runner import Runner, is_transient
-from streams.client import Client
-from streams.log import load_content, write_snapshot
-from streams.schema import OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.settings import Settings
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.runner import Runner, is_transient
+from patchlog.projections.load import load_content, read_document
+from patchlog.streams.client import Client
+from patchlog.streams.log import write_snapshot
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes
 
 OPS = [{"op": "insert", "at": 1, "lines": ["x"]}]
@@ -74,7 +75,7 @@ async def test_replay_of_a_rejected_id_gets_the_same_rejection(
         (OutcomeStatus.REJECTED, RejectCode.ID_REUSE),
     ]
     assert rows[0].message == rows[1].message
-    assert await client.show("d") == (1, ["x"])
+    assert await read_document(client.redis, client.keys, "d") == (1, ["x"])
 
 
 async def test_one_id_twice_in_one_batch_on_two_documents(

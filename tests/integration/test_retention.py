@@ -7,8 +7,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from consumers.runner import trim_acknowledged, trim_older_than
-from streams.settings import Settings
+from patchlog.consumers.runner import trim_acknowledged, trim_older_than
+from patchlog.streams.settings import Settings
 
 
 async def test_trim_never_drops_pending_or_undelivered_entries(

@@ -12,14 +12,14 @@ from typing import Any, ClassVar
 import pytest
 from redis.asyncio import Redis
 
-from consumers.execute import ExecuteStage
-from consumers.messages import decode_normalized
-from consumers.runner import Entry, Runner
-from streams.client import Client
-from streams.schema import OutcomeStatus, RejectCode
-from streams.scripts import Scripts
-from streams.server import EmbeddedServer
-from streams.settings import Settings
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.messages import decode_normalized
+from patchlog.consumers.runner import Entry, Runner
+from patchlog.streams.client import Client
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.server import EmbeddedServer
+from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given
 
-from projections.content import content_bytes, split_lines
-from projections.diff import check_length, parse_diff, render_diff, verify
-from projections.patch import Splice, apply
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import RejectCode
+from patchlog.projections.diff import check_length, parse_diff, render_diff, verify
+from patchlog.projections.patch import Splice, apply
+from patchlog.streams.content import content_bytes, split_lines
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import RejectCode
 from tests.strategies import document
 
 LIMITS = Limits()

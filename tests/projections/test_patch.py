@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.patch import Splice, apply, check_bounds, effective, normalize, to_ops
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import Delete, Insert, Op, RejectCode, Replace
+from patchlog.projections.patch import Splice, apply, check_bounds, effective, normalize, to_ops
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import Delete, Insert, Op, RejectCode, Replace
 from tests.strategies import doc_and_ops
 
 LIMITS = Limits()

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from projections.diff import parse_diff, verify
-from projections.patch import Splice, apply, normalize, to_ops
-from projections.rebase import (
+from patchlog.projections.diff import parse_diff, verify
+from patchlog.projections.patch import Splice, apply, normalize, to_ops
+from patchlog.projections.rebase import (
     Expect,
     Later,
     check_base,
@@ -16,9 +16,9 @@ from projections.rebase import (
     rebase,
     rebase_diff,
 )
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import Delete, Insert, RejectCode, Replace
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import Delete, Insert, RejectCode, Replace
 from tests.strategies import document, independent_splices, line
 
 LIMITS = Limits()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import (
+from patchlog.streams.codec import (
     decode_event,
     decode_ingress,
     encode_event,
@@ -17,9 +17,9 @@ from streams.codec import (
     id_reuse,
     payload_digest,
 )
-from streams.errors import CorruptEntry, Rejected
-from streams.limits import Limits
-from streams.schema import (
+from patchlog.streams.errors import CorruptEntry, Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import (
     Delete,
     Insert,
     Outcome,

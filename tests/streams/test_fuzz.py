@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.diff import check_length, parse_diff, verify
-from projections.patch import apply, check_bounds, effective, normalize
-from streams.codec import decode_ingress
-from streams.errors import Rejected
-from streams.limits import Limits
-from streams.schema import RejectCode
+from patchlog.projections.diff import check_length, parse_diff, verify
+from patchlog.projections.patch import apply, check_bounds, effective, normalize
+from patchlog.streams.codec import decode_ingress
+from patchlog.streams.errors import Rejected
+from patchlog.streams.limits import Limits
+from patchlog.streams.schema import RejectCode
 
 LIMITS = Limits(max_doc_lines=1000)
 DOC = [f"line {i}" for i in range(20)]

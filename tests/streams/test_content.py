@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given
 
-from projections.content import EMPTY_HASH, content_bytes, content_hash, split_lines
+from patchlog.streams.content import EMPTY_HASH, content_bytes, content_hash, split_lines
 from tests.strategies import document
 
 

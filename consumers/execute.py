@@ -24,18 +24,18 @@ from redis.asyncio import Redis
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import OUTCOMES, RETRIES
-from patchlog.consumers.runner import Entry, RetryLater, outcome_fields, parse_id
+from patchlog.consumers.runner import Entry, RetryLater, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
 from patchlog.projections.patch import to_ops
 from patchlog.projections.rebase import Later
-from patchlog.streams.codec import entry_text, id_reuse
+from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields, id_reuse
 from patchlog.streams.content import EMPTY_HASH, content_hash
-from patchlog.streams.errors import Rejected
+from patchlog.streams.errors import CorruptEntry, Rejected
 from patchlog.streams.keys import EXECUTE
 from patchlog.streams.log import revisions_of, write_snapshot
-from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus
-from patchlog.streams.scripts import Scripts
+from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision
+from patchlog.streams.scripts import CommitKind, CommitRow, Scripts
 from patchlog.streams.settings import Settings
 
 __all__ = ["ExecuteStage"]
@@ -64,11 +64,11 @@ class _Waiting(msgspec.Struct):
 class _Decision(msgspec.Struct):
     entry: Entry
     patch: NormalizedPatch
-    kind: str  # 'c' commit, 'r' reject, 'n' noop, 'x' final reject
+    kind: CommitKind
     head: int
     head_hash: str
     outcome: Outcome
-    revision: list[str] | None = None
+    revision: Revision | None = None
     new_hash: str = ""
     content: list[str] | None = None
     epoch: int = 0
@@ -114,10 +114,11 @@ class ExecuteStage:
     # -- runner protocol ---------------------------------------------------------------
 
     def identify(self, entry: Entry) -> tuple[str, str]:
-        """(patch id, doc) of a normalized entry, or the entry id if it does not decode."""
+        """(patch id, doc) of a normalized entry, or the entry id if it cannot be read
+        (damaged, or written by another version)."""
         try:
             patch = decode_normalized(entry[1][b"p"])
-        except (KeyError, msgspec.DecodeError):
+        except (KeyError, CorruptEntry):
             return entry[0], ""
         return patch.id, patch.doc
 
@@ -354,18 +355,18 @@ class ExecuteStage:
             )
         rev = doc.rev + 1
         digest = content_hash(planned.content)
-        revision = [
-            "doc", patch.doc,
-            "rev", str(rev),
-            "id", patch.id,
-            "base", str(patch.base),
-            "ops", _JSON.encode(to_ops(planned.splices)).decode(),
-            "lines", str(len(planned.content)),
-            "hash", digest,
-            "prev", doc.hash,
-            "author", patch.author,
-            "src", patch.src,
-        ]  # fmt: skip
+        revision = Revision(
+            doc=patch.doc,
+            rev=rev,
+            id=patch.id,
+            base=patch.base,
+            ops=to_ops(planned.splices),
+            lines=len(planned.content),
+            hash=digest,
+            prev=doc.hash,
+            author=patch.author,
+            src=patch.src,
+        )
         decision = _Decision(
             entry,
             patch,
@@ -407,26 +408,30 @@ class ExecuteStage:
     async def _commit(self, consumer: str, decisions: Sequence[_Decision]) -> list[tuple[str, str]]:
         keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
         now_ms = time.time_ns() // 1_000_000  # the record's time; the streams use the server's
-        batch: list[list[Any]] = []
+        batch: list[CommitRow] = []
         for d in decisions:
             keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
             keys.append(self.keys.patch_id(d.patch.id))
             fields = {**msgspec.structs.asdict(d.outcome), "at": now_ms}
             record = IdRecord(**fields, digest=d.patch.digest)
-            batch.append([
-                d.entry[0],
-                d.kind,
-                d.head,
-                d.head_hash,
-                d.patch.src,
-                d.patch.digest,
-                outcome_fields(d.outcome, entry=d.outcome.entry),
-                _JSON.encode(record).decode(),
-                d.revision or [],
-                d.new_hash,
-                len(d.content or ()),
-                d.head_src,
-            ])  # fmt: skip
+            revision = [] if d.revision is None else event_fields(d.revision, omit=SERVER_STAMPED)
+            batch.append(
+                CommitRow(
+                    entry=d.entry[0],
+                    kind=d.kind,
+                    head=d.head,
+                    prev=d.head_hash,
+                    src=d.patch.src,
+                    digest=d.patch.digest,
+                    outcome=tuple(event_fields(d.outcome, omit=SERVER_STAMPED)),
+                    record=_JSON.encode(record).decode(),
+                    revision=tuple(revision),
+                    hash=d.new_hash,
+                    lines=len(d.content or ()),
+                    prevsrc=d.head_src,
+                    doc=d.patch.doc,
+                )
+            )
         ids = sorted({d.entry[0] for d in decisions}, key=parse_id)
         args: list[str | bytes | int] = [
             self.name,

@@ -5,7 +5,6 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import msgspec
 import structlog
@@ -13,13 +12,19 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.messages import NormalizedPatch, encode_normalized
 from patchlog.consumers.metrics import OUTCOMES
-from patchlog.consumers.runner import Entry, outcome_fields, parse_id, rejection
+from patchlog.consumers.runner import Entry, parse_id, rejection
 from patchlog.projections.diff import parse_diff
 from patchlog.projections.patch import normalize
-from patchlog.streams.codec import decode_ingress, entry_text, payload_digest
+from patchlog.streams.codec import (
+    SERVER_STAMPED,
+    decode_ingress,
+    entry_text,
+    event_fields,
+    payload_digest,
+)
 from patchlog.streams.errors import Rejected
 from patchlog.streams.keys import NORMALIZE
-from patchlog.streams.scripts import Scripts
+from patchlog.streams.scripts import ForwardRow, Scripts
 from patchlog.streams.settings import Settings
 
 __all__ = ["NormalizeStage", "normalize_entry"]
@@ -89,7 +94,7 @@ class NormalizeStage:
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Forward or reject every entry, and acknowledge them, in one script call."""
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
-        batch: list[list[Any]] = []
+        batch: list[ForwardRow] = []
         payloads: list[bytes] = []
         forwarded = 0
         for entry in entries:
@@ -98,19 +103,22 @@ class NormalizeStage:
             except Rejected as err:
                 patch_id, doc = _identify(entry)
                 outcome = rejection(entry, patch_id, doc, err.code, err.message)
+                listed = msgspec.structs.replace(outcome, entry=entry_text(entry[1]))
                 keys.append(self.keys.patch_id(patch_id))
-                batch.append([
-                    entry[0],
-                    "r",
-                    outcome_fields(outcome, entry=entry_text(entry[1])),
-                    _JSON.encode(outcome).decode(),
-                ])  # fmt: skip
+                batch.append(
+                    ForwardRow(
+                        entry=entry[0],
+                        kind="r",
+                        outcome=tuple(event_fields(listed, omit=SERVER_STAMPED)),
+                        record=_JSON.encode(outcome).decode(),  # entry: in the stream only
+                    )
+                )
                 payloads.append(b"")
                 self.rejected += 1
                 _REJECTED.inc()
                 log.info("rejected", src=entry[0], id=patch_id, doc=doc, code=err.code.value)
                 continue
-            batch.append([entry[0], "f", [], ""])
+            batch.append(ForwardRow(entry=entry[0], kind="f"))
             payloads.append(encode_normalized(patch))
             forwarded += 1
         self.forwarded += forwarded

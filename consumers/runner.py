@@ -36,10 +36,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from patchlog.consumers.backoff import Backoff
 from patchlog.consumers.lease import Lease
 from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
-from patchlog.streams.codec import entry_text
+from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields
 from patchlog.streams.errors import PatchlogError
 from patchlog.streams.keys import Keys
-from patchlog.streams.schema import Outcome, OutcomeStatus, RejectCode
+from patchlog.streams.schema import DeadLetter, Outcome, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
 
@@ -49,7 +49,6 @@ __all__ = [
     "Runner",
     "Stage",
     "is_transient",
-    "outcome_fields",
     "parse_id",
     "rejection",
     "trim_acknowledged",
@@ -389,14 +388,16 @@ class Runner:
             f"it is kept in {self.keys.dead}"
         )
         outcome = rejection(entry, patch_id, doc, RejectCode.INVALID, message)
-        dead = [
-            "stage", self.stage.name,
-            "error", error[:2000],
-            "deliveries", str(deliveries),
-            "entry", _JSON.encode(fields).decode(),
-            "src", entry[0],
-            "consumer", self.consumer,
-        ]  # fmt: skip
+        listed = msgspec.structs.replace(outcome, entry=fields)  # the id record goes without
+        dead = DeadLetter(
+            stage=self.stage.name,
+            error=error[:2000],
+            deliveries=deliveries,
+            entry=fields,
+            at=outcome.at,
+            src=entry[0],
+            consumer=self.consumer,
+        )
         result = await self.scripts.dead(
             keys=[
                 self.stage.stream,
@@ -409,8 +410,8 @@ class Runner:
                 self.consumer,
                 entry[0],
                 self.settings.dead_cap,
-                _JSON.encode(dead),
-                _JSON.encode(outcome_fields(outcome, entry=fields)),
+                _JSON.encode(event_fields(dead, omit=SERVER_STAMPED)),
+                _JSON.encode(event_fields(listed, omit=SERVER_STAMPED)),
                 _JSON.encode(outcome),
                 int(self.settings.idempotency_window * 1000),
             ],
@@ -501,18 +502,6 @@ def rejection(entry: Entry, patch_id: str, doc: str, code: RejectCode, message: 
         src=entry[0],
         at=time.time_ns() // 1_000_000,
     )
-
-
-def outcome_fields(outcome: Outcome, *, entry: dict[str, str] | None = None) -> list[str]:
-    """The outcome's stream fields as a flat list (without ``at``, added by the script)."""
-    flat = ["id", outcome.id, "doc", outcome.doc, "status", outcome.status.value]
-    flat += ["rev", str(outcome.rev)]
-    if outcome.code is not None:
-        flat += ["code", outcome.code.value, "message", outcome.message or ""]
-    flat += ["src", outcome.src]
-    if entry is not None:
-        flat += ["entry", _JSON.encode(entry).decode()]
-    return flat
 
 
 async def trim_acknowledged(redis: Redis, stream: str) -> None:

@@ -1,7 +1,8 @@
 """Stream entry fields <-> typed values, at the edge.
 
 ``decode_ingress`` reads what any client may have written, so it trusts nothing and turns
-every problem into a ``Rejected`` naming the field and the rule. ``encode_event`` and
+every problem into a ``Rejected`` naming the field and the rule. ``event_fields`` (the
+one encoder every writer of revisions, outcomes and dead letters uses) and
 ``decode_event`` handle patchlog's own events, whose flat fields are strings: integers in
 decimal, enums by value, anything structured as JSON; ``None`` fields are left out.
 """
@@ -12,7 +13,7 @@ import enum
 import hashlib
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from functools import cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -23,11 +24,13 @@ from patchlog.streams.limits import Limits
 from patchlog.streams.schema import IngressEntry, Op, RejectCode
 
 __all__ = [
+    "SERVER_STAMPED",
     "Fields",
     "decode_event",
     "decode_ingress",
     "encode_event",
     "entry_text",
+    "event_fields",
     "id_reuse",
     "payload_digest",
 ]
@@ -217,22 +220,35 @@ def _layout(cls: type[msgspec.Struct]) -> tuple[tuple[str, str, _Kind, Any, bool
     return tuple(out)
 
 
-def encode_event(event: msgspec.Struct) -> dict[str, str]:
-    """The flat string fields of one of patchlog's own events."""
-    fields: dict[str, str] = {}
+SERVER_STAMPED = frozenset({"at"})
+"""Wire fields the scripts stamp from the server clock, appended after the rest: left out
+of the fields Python hands them, so that every entry carries one clock's time."""
+
+
+def event_fields(event: msgspec.Struct, *, omit: Set[str] = frozenset()) -> list[str]:
+    """The stream fields of one of patchlog's own events as ``[name, value, ...]``, in
+    the struct's field order, without the wire names in ``omit``."""
+    flat: list[str] = []
     for name, wire, kind, _tp, _req in _layout(type(event)):
         value = getattr(event, name)
-        if value is None:
+        if value is None or wire in omit:
             continue
         if kind is _Kind.INT:
-            fields[wire] = str(value)
+            text = str(value)
         elif kind is _Kind.STR:
-            fields[wire] = value
+            text = value
         elif kind is _Kind.ENUM:
-            fields[wire] = value.value
+            text = value.value
         else:
-            fields[wire] = _JSON.encode(value).decode("utf-8")
-    return fields
+            text = _JSON.encode(value).decode("utf-8")
+        flat += (wire, text)
+    return flat
+
+
+def encode_event(event: msgspec.Struct) -> dict[str, str]:
+    """``event_fields`` of ``event`` as a mapping (every field, ``at`` included)."""
+    flat = event_fields(event)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def decode_event(cls: type[_T], fields: Fields) -> _T:

@@ -157,7 +157,11 @@ class IngressEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Revision(msgspec.Struct, frozen=True, kw_only=True):
-    """One applied patch, as appended to ``patchlog:revisions`` (the truth)."""
+    """One applied patch, as appended to ``patchlog:revisions`` (the truth).
+
+    Written only through ``streams.codec.event_fields``, so the field order here is the
+    order on the wire (the commit script appends ``at``).
+    """
 
     doc: str
     rev: int
@@ -179,7 +183,11 @@ class Revision(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """The one final outcome of a submitted patch, in ``patchlog:outcomes``."""
+    """The one final outcome of a submitted patch, in ``patchlog:outcomes``.
+
+    Written through ``streams.codec.event_fields`` (the scripts append ``at``), except the
+    answer to a replay, which ``commit.lua`` builds from the id record in this order.
+    """
 
     id: str
     doc: str
@@ -202,13 +210,22 @@ class IdRecord(Outcome, frozen=True, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """An entry that failed a stage too many times, in ``patchlog:dead``."""
+    """An entry that failed a stage too many times, in ``patchlog:dead``.
+
+    Written through ``streams.codec.event_fields``; the dead-letter script appends ``at``
+    after ``consumer``.
+    """
 
     stage: str
     error: str
     deliveries: int
     entry: dict[str, str]
+    """The failed entry's fields, as text."""
     at: int
+    src: str = ""
+    """Id of the failed entry in the stage's stream."""
+    consumer: str = ""
+    """The consumer that gave up on it."""
 
 
 class HealthResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,18 +1,81 @@
-"""The server-side scripts (Lua, in ``streams/lua``), registered on a client.
+"""The server-side scripts (Lua, in ``streams/lua``), registered on a client, and the
+rows of their per-entry arguments.
 
 Each script is sent once and then called by its sha (EVALSHA); redis-py reloads it
-transparently after a server restart (NOSCRIPT).
+transparently after a server restart (NOSCRIPT). A row is an array-like struct: msgpack
+sends it as an array, and the script reads each position through a named constant
+declared, in the struct's field order, at the top of its Lua file (a test compares them).
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Literal
 
 import msgspec
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-__all__ = ["Scripts", "load"]
+__all__ = ["CommitKind", "CommitRow", "ForwardKind", "ForwardRow", "Scripts", "load"]
+
+CommitKind = Literal["c", "r", "n", "x"]
+"""How execute decided a patch: commit, reject, noop, or a final rejection (the script
+checks neither the head nor the id record)."""
+
+ForwardKind = Literal["f", "r"]
+"""What normalize does with an ingress entry: forward it, or reject it."""
+
+
+class CommitRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
+    """One decided patch for ``commit.lua``, an element of the msgpack array in ARGV[7].
+
+    Positions (Lua, 1-based): 1 ``entry``, 2 ``kind``, 3 ``head``, 4 ``prev``, 5 ``src``,
+    6 ``digest``, 7 ``outcome``, 8 ``record``, 9 ``revision``, 10 ``hash``, 11 ``lines``,
+    12 ``prevsrc``, 13 ``doc``. Append new fields; never reorder them.
+    """
+
+    entry: str
+    """Id of the normalized entry, acknowledged with the commit."""
+    kind: CommitKind
+    head: int
+    """Revision the decision was computed on."""
+    prev: str
+    """Content hash of revision ``head``."""
+    src: str
+    """Ingress entry id of the patch."""
+    digest: str
+    """Payload digest of the patch (``streams.codec.payload_digest``)."""
+    outcome: tuple[str, ...]
+    """Outcome fields ``[name, value, ...]`` without ``at`` (``event_fields``)."""
+    record: str
+    """The id record, JSON (the outcome plus digest)."""
+    revision: tuple[str, ...] = ()
+    """Revision fields without ``at`` (``event_fields``) for a commit, else empty."""
+    hash: str = ""
+    """Content hash of the new revision (commit)."""
+    lines: int = 0
+    """Line count of the new revision (commit)."""
+    prevsrc: str = ""
+    """Src of the patch that made revision ``head`` ('' for revision 0)."""
+    doc: str = ""
+    """The document."""
+
+
+class ForwardRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
+    """One ingress entry for ``forward.lua``, an element of the msgpack array in ARGV[6];
+    a forwarded entry's normalized patch travels apart, as raw bytes in ARGV[6+i].
+
+    Positions (Lua, 1-based): 1 ``entry``, 2 ``kind``, 3 ``outcome``, 4 ``record``.
+    Append new fields; never reorder them.
+    """
+
+    entry: str
+    """Id of the ingress entry, acknowledged by the script."""
+    kind: ForwardKind
+    outcome: tuple[str, ...] = ()
+    """Rejection: outcome fields ``[name, value, ...]`` without ``at`` (``event_fields``)."""
+    record: str = ""
+    """Rejection: the id record, JSON."""
 
 
 class Scripts(msgspec.Struct, frozen=True, dict=True):

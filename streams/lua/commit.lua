@@ -20,19 +20,24 @@
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] id record ttl (ms)
 -- ARGV[4] hash of the empty document (the head of a document without revisions)
 -- ARGV[5] lowest and ARGV[6] highest normalized entry id of the batch
--- ARGV[7] msgpack array of patches, each an array of 12 values (strings unless noted):
---   entry   normalized stream id
---   kind    'c' commit, 'r' reject, 'n' noop, 'x' final reject (no CAS, no id check)
---   head    revision the decision was computed on (integer)
---   prev    hash of that revision
---   src     ingress entry id
---   digest  payload digest
---   outcome array of outcome fields [name, value, ...] without 'at'
---   record  id record JSON (the outcome plus digest)
---   revision array of revision fields without 'at', starting 'doc', name (commit), else {}
---   hash    new content hash (commit), else ''
---   lines   new line count (integer; commit), else 0
---   prevsrc src of the patch that made the head revision ('' for revision 0)
+-- ARGV[7] msgpack array of rows, one per patch: a CommitRow (streams/scripts.py), read
+-- through these positions, which follow that struct's field order:
+local ENTRY = 1     -- normalized stream id
+local KIND = 2      -- 'c' commit, 'r' reject, 'n' noop, 'x' final reject (no CAS, no id check)
+local HEAD = 3      -- revision the decision was computed on (integer)
+local PREV = 4      -- hash of that revision
+local SRC = 5       -- ingress entry id
+local DIGEST = 6    -- payload digest
+local OUTCOME = 7   -- outcome fields [name, value, ...] without 'at'
+local RECORD = 8    -- id record JSON (the outcome plus digest)
+local REVISION = 9  -- revision fields [name, value, ...] without 'at' (commit), else {}
+local HASH = 10     -- new content hash (commit), else ''
+local LINES = 11    -- new line count (integer; commit), else 0
+local PREVSRC = 12  -- src of the patch that made the head revision ('' for revision 0)
+local DOC = 13      -- the document
+-- The outcome and revision fields come from streams.codec.event_fields; the script
+-- appends 'at' (server clock). The answer to a replay is the one outcome built here,
+-- from the owner's id record, in the field order of streams.schema.Outcome.
 -- Returns a flat array: per patch its status and rev; status is one of
 -- 'ok', 'fenced', 'cas', 'dup', 'reuse' (rev is then the first src instead).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -54,9 +59,9 @@ end
 
 for i = 1, n do
   local p = batch[i]
-  local entry, kind, head, prevhash = p[1], p[2], p[3], p[4]
-  local src, digest, outcome, record = p[5], p[6], p[7], p[8]
-  local revision, newhash, lines, prevsrc = p[9], p[10], p[11], p[12]
+  local entry, kind, head, prevhash = p[ENTRY], p[KIND], p[HEAD], p[PREV]
+  local src, digest, outcome, record = p[SRC], p[DIGEST], p[OUTCOME], p[RECORD]
+  local revision, newhash, lines, prevsrc = p[REVISION], p[HASH], p[LINES], p[PREVSRC]
   local k_doc, k_idx, k_id = KEYS[4 + 3 * i - 2], KEYS[4 + 3 * i - 1], KEYS[4 + 3 * i]
   local status, rev = 'ok', ''
 
@@ -124,7 +129,7 @@ for i = 1, n do
         'src', src)
       redis.call('RPUSH', k_idx, revid)
       if head == 0 then
-        redis.call('SADD', KEYS[4], revision[2])
+        redis.call('SADD', KEYS[4], p[DOC])
       end
     else
       rev = string.format('%d', head)

@@ -4,8 +4,9 @@
 --
 -- KEYS[1] stream  KEYS[2] dead-letter stream  KEYS[3] outcomes  KEYS[4] id record
 -- ARGV[1] group  ARGV[2] consumer  ARGV[3] entry id  ARGV[4] dead cap
--- ARGV[5] dead-letter fields (flat JSON array without 'at')
--- ARGV[6] outcome fields (flat JSON array without 'at')  ARGV[7] id record JSON
+-- ARGV[5] dead-letter fields, ARGV[6] outcome fields: each a JSON array [name, value, ...]
+--         from streams.codec.event_fields, without 'at', which the script appends
+-- ARGV[7] id record JSON
 -- ARGV[8] id record ttl (ms)
 -- Returns 'ok' or 'fenced'.
 local pel = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)

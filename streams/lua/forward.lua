@@ -7,10 +7,15 @@
 -- KEYS[3+j] id record of the j-th rejected entry
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] id record ttl (ms)
 -- ARGV[4] lowest and ARGV[5] highest ingress entry id of the batch
--- ARGV[6] msgpack array, per entry: {ingress id, kind ('f' forward, 'r' reject),
---         outcome fields [name, value, ...] without 'at' (reject, else {}),
---         id record JSON (reject, else '')}
+-- ARGV[6] msgpack array of rows, one per entry: a ForwardRow (streams/scripts.py), read
+-- through these positions, which follow that struct's field order:
+local ENTRY = 1    -- ingress entry id
+local KIND = 2     -- 'f' forward, 'r' reject
+local OUTCOME = 3  -- outcome fields [name, value, ...] without 'at' (reject, else {})
+local RECORD = 4   -- id record JSON (reject, else '')
 -- ARGV[6+i] entry i's normalized patch, msgpack bytes (forward, else '')
+-- The outcome fields come from streams.codec.event_fields; the script appends 'at'
+-- (server clock).
 -- Returns one status per entry: 'ok' or 'fenced'.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local ttl = tonumber(ARGV[3])
@@ -22,7 +27,8 @@ local acks = {}
 local rejects = 0
 local out = {}
 for i = 1, n do
-  local entry, kind, outcome, record = batch[i][1], batch[i][2], batch[i][3], batch[i][4]
+  local row = batch[i]
+  local entry, kind, outcome, record = row[ENTRY], row[KIND], row[OUTCOME], row[RECORD]
   local k_id = nil
   if kind == 'r' then
     rejects = rejects + 1

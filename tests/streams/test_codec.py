@@ -5,22 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from patchlog.streams.codec import (
+    SERVER_STAMPED,
     decode_event,
     decode_ingress,
     encode_event,
     entry_text,
+    event_fields,
     id_reuse,
     payload_digest,
 )
 from patchlog.streams.errors import CorruptEntry, Rejected
 from patchlog.streams.limits import Limits
 from patchlog.streams.schema import (
+    DeadLetter,
     Delete,
+    IdRecord,
     Insert,
     Outcome,
     OutcomeStatus,
@@ -191,33 +196,151 @@ def test_entry_text_keeps_undecodable_bytes_visible() -> None:
     assert entry_text({b"doc": b"\xff"}) == {"doc": "\ufffd"}
 
 
-@given(
-    st.builds(
-        Revision,
-        doc=st.text(min_size=1),
-        rev=st.integers(1, 2**53),
-        id=st.text(min_size=1),
-        base=st.integers(0, 2**53),
-        ops=st.lists(
-            st.one_of(
-                st.builds(
-                    Insert, at=st.integers(1), lines=st.lists(st.text(), min_size=1).map(tuple)
-                ),
-                st.builds(Delete, from_=st.integers(1), to=st.integers(1)),
+def as_script_writes(flat: list[str], at: int) -> list[tuple[str, str]]:
+    """The (name, value) pairs a script appends: the fields Python sent, then ``at``."""
+    return [*zip(flat[::2], flat[1::2], strict=True), ("at", str(at))]
+
+
+_texts = st.text(max_size=20)
+_entries = st.dictionaries(_texts, _texts, max_size=4)
+revisions = st.builds(
+    Revision,
+    doc=st.text(min_size=1),
+    rev=st.integers(1, 2**53),
+    id=st.text(min_size=1),
+    base=st.integers(0, 2**53),
+    ops=st.lists(
+        st.one_of(
+            st.builds(Insert, at=st.integers(1), lines=st.lists(st.text(), min_size=1).map(tuple)),
+            st.builds(
+                Replace,
+                from_=st.integers(1),
+                to=st.none() | st.integers(1),
+                lines=st.lists(st.text()).map(tuple),
             ),
-            max_size=3,
-        ).map(tuple),
-        lines=st.integers(0),
-        hash=st.text(),
-        prev=st.text(),
-        author=st.text(),
-        src=st.text(),
-        at=st.integers(0),
-    )
+            st.builds(Delete, from_=st.integers(1), to=st.none() | st.integers(1)),
+        ),
+        max_size=3,
+    ).map(tuple),
+    lines=st.integers(0),
+    hash=_texts,
+    prev=_texts,
+    author=_texts,
+    src=_texts,
+    at=st.integers(0, 2**53),
 )
-def test_revision_events_round_trip(revision: Revision) -> None:
-    """A revision encoded to stream fields decodes to the same value."""
-    assert decode_event(Revision, encode_event(revision)) == revision
+outcomes = st.builds(
+    Outcome,
+    id=st.text(min_size=1),
+    doc=_texts,
+    status=st.sampled_from(OutcomeStatus),
+    rev=st.integers(0, 2**53),
+    code=st.none() | st.sampled_from(RejectCode),
+    message=st.none() | _texts,
+    src=_texts,
+    entry=st.none() | _entries,
+    at=st.integers(0, 2**53),
+)
+dead_letters = st.builds(
+    DeadLetter,
+    stage=_texts,
+    error=_texts,
+    deliveries=st.integers(1, 1000),
+    entry=_entries,
+    at=st.integers(0, 2**53),
+    src=_texts,
+    consumer=_texts,
+)
+
+
+@given(st.one_of(revisions, outcomes, dead_letters))
+def test_events_written_by_the_scripts_round_trip(event: Revision | Outcome | DeadLetter) -> None:
+    """Fields from the production encoder, 'at' left to the script and appended last as
+    the scripts do, decode to the same revision, outcome or dead letter."""
+    flat = event_fields(event, omit=SERVER_STAMPED)
+    assert "at" not in flat[::2]
+    assert decode_event(type(event), as_script_writes(flat, event.at)) == event
+    assert decode_event(type(event), encode_event(event)) == event
+
+
+@given(revisions)
+def test_revision_fields_keep_the_wire_order(revision: Revision) -> None:
+    """A revision's fields are written in DESIGN.md's order, every one present."""
+    flat = event_fields(revision, omit=SERVER_STAMPED)
+    assert flat[::2] == [
+        "doc", "rev", "id", "base", "ops", "lines", "hash", "prev", "author", "src"
+    ]  # fmt: skip
+
+
+def test_event_fields_are_the_wire_bytes_of_a_rejection_and_a_dead_letter() -> None:
+    """Exact fields, in order, of what production writes (the wire format is public)."""
+    outcome = Outcome(
+        id="p1",
+        doc="d",
+        status=OutcomeStatus.REJECTED,
+        rev=3,
+        code=RejectCode.BOUNDS,
+        message="op 1 (delete 9): line 9; rule: 1 <= from <= to <= 4",
+        src="1-0",
+        entry={"doc": "d", "base": "3"},
+        at=17,
+    )
+    assert event_fields(outcome, omit=SERVER_STAMPED) == [
+        "id", "p1",
+        "doc", "d",
+        "status", "rejected",
+        "rev", "3",
+        "code", "bounds",
+        "message", "op 1 (delete 9): line 9; rule: 1 <= from <= to <= 4",
+        "src", "1-0",
+        "entry", '{"doc":"d","base":"3"}',
+    ]  # fmt: skip
+    dead = DeadLetter(
+        stage="execute", error="E: x", deliveries=5, entry={"p": "?"}, at=9, src="2-0", consumer="w"
+    )
+    assert event_fields(dead, omit=SERVER_STAMPED) == [
+        "stage", "execute",
+        "error", "E: x",
+        "deliveries", "5",
+        "entry", '{"p":"?"}',
+        "src", "2-0",
+        "consumer", "w",
+    ]  # fmt: skip
+    revision = Revision(
+        doc="d",
+        rev=2,
+        id="p1",
+        base=1,
+        ops=(Delete(from_=2, to=2), Insert(at=1, lines=("a",))),
+        lines=1,
+        hash="h2",
+        prev="h1",
+        src="1-0",
+    )
+    assert event_fields(revision) == [
+        "doc", "d",
+        "rev", "2",
+        "id", "p1",
+        "base", "1",
+        "ops", '[{"op":"delete","from":2,"to":2},{"op":"insert","at":1,"lines":["a"]}]',
+        "lines", "1",
+        "hash", "h2",
+        "prev", "h1",
+        "author", "",
+        "src", "1-0",
+        "at", "0",
+    ]  # fmt: skip
+
+
+@given(outcomes, st.text(max_size=64))
+def test_id_records_round_trip_as_json(outcome: Outcome, digest: str) -> None:
+    """An id record (an outcome plus its digest) decodes from its JSON unchanged, and a
+    record written without a digest reads as one with none."""
+    fields = msgspec.structs.asdict(outcome)
+    record = IdRecord(**fields, digest=digest)
+    assert msgspec.json.decode(msgspec.json.encode(record), type=IdRecord) == record
+    bare = msgspec.json.decode(msgspec.json.encode(outcome), type=IdRecord)
+    assert bare == IdRecord(**fields)
 
 
 def test_outcome_fields_use_wire_names_and_leave_out_none() -> None:

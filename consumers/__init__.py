@@ -2,6 +2,6 @@
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
-from patchlog.consumers.runner import RetryLater, Runner, Stage
+from patchlog.consumers.runner import Runner, Stage
 
-__all__ = ["ExecuteStage", "NormalizeStage", "RetryLater", "Runner", "Stage"]
+__all__ = ["ExecuteStage", "NormalizeStage", "Runner", "Stage"]

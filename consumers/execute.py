@@ -24,14 +24,14 @@ from redis.asyncio import Redis
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import OUTCOMES, RETRIES
-from patchlog.consumers.runner import Entry, RetryLater, parse_id
+from patchlog.consumers.runner import Entry, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
 from patchlog.projections.patch import to_ops
 from patchlog.projections.rebase import Later
 from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields, id_reuse
 from patchlog.streams.content import EMPTY_HASH, content_hash
-from patchlog.streams.errors import CorruptEntry, Rejected
+from patchlog.streams.errors import CorruptEntry, Rejected, RetryLater
 from patchlog.streams.keys import EXECUTE
 from patchlog.streams.log import revisions_of, write_snapshot
 from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision

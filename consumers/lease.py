@@ -15,7 +15,8 @@ import time
 import msgspec
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from patchlog.streams.errors import ServerError
 
 __all__ = ["Lease", "LeaseInfo"]
 
@@ -57,7 +58,7 @@ class Lease:
         self._done = asyncio.Event()
 
     async def renew(self) -> None:
-        """Write the lease now (raises ``RedisError`` if the server cannot be reached)."""
+        """Write the lease now (raises ``ServerError`` if the server cannot be reached)."""
         self.info.renewed = time.time()
         await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
 
@@ -74,7 +75,7 @@ class Lease:
                 return
             try:
                 await self.renew()
-            except RedisError as err:
+            except ServerError as err:
                 log.warning(
                     "lease renewal failed", key=self.key, error=f"{type(err).__name__}: {err}"
                 )
@@ -88,5 +89,5 @@ class Lease:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._task, self.ttl_ms / 1000)
             self._task = None
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(ServerError):
             await self.redis.delete(self.key)

@@ -20,24 +20,12 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import (
-    BusyLoadingError,
-    MasterDownError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.consumers.lease import Lease
 from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
 from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields
-from patchlog.streams.errors import PatchlogError
+from patchlog.streams.errors import CommandFailed, ServerError, is_transient
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import DeadLetter, Outcome, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -45,10 +33,8 @@ from patchlog.streams.settings import Settings
 
 __all__ = [
     "Entry",
-    "RetryLater",
     "Runner",
     "Stage",
-    "is_transient",
     "parse_id",
     "rejection",
     "trim_acknowledged",
@@ -61,35 +47,7 @@ Entry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its raw fields."""
 
 
-class RetryLater(PatchlogError):
-    """Control-flow signal from a stage: nothing is wrong with the entries, try them
-    again later (for example a batch that lost the head race to other workers too
-    often). Never counted as a failed delivery."""
-
-
-# redis-py maps these replies to their own classes (and strips the code from the text);
-# BUSY (a script running too long) stays a plain ResponseError.
-_TRANSIENT_TYPES = (
-    RetryLater,
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    TryAgainError,
-    MasterDownError,
-    NoScriptError,
-    OSError,
-)
-_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "READONLY", "NOSCRIPT")
 _JSON = msgspec.json.Encoder()
-
-
-def is_transient(err: BaseException) -> bool:
-    """Whether an error will likely pass by itself (never a reason to dead-letter)."""
-    if isinstance(err, _TRANSIENT_TYPES):
-        return True
-    return isinstance(err, ResponseError) and str(err).startswith(_TRANSIENT_REPLIES)
 
 
 class Stage(Protocol):
@@ -176,8 +134,8 @@ class Runner:
             await self.redis.xgroup_create(
                 self.stage.stream, self.stage.name, id="0", mkstream=True
             )
-        except ResponseError as err:
-            if "BUSYGROUP" not in str(err):
+        except CommandFailed as err:
+            if err.code != "BUSYGROUP":
                 raise
 
     async def run(self) -> None:
@@ -201,7 +159,7 @@ class Runner:
         while True:
             try:
                 await action()
-            except RedisError as err:
+            except ServerError as err:
                 if not is_transient(err) or self.stopping:
                     raise
                 failures += 1
@@ -277,7 +235,7 @@ class Runner:
         while not self.stopping:
             try:
                 entries = await self._read(cursor)
-            except RedisError as err:
+            except ServerError as err:
                 if not is_transient(err):
                     raise
                 self._note_transient(err)
@@ -456,7 +414,7 @@ class Runner:
                 await trim_acknowledged(self.redis, stream)
             for stream, seconds in self.aged:
                 await trim_older_than(self.redis, stream, seconds)
-        except RedisError as err:  # trimming can wait for the next round
+        except ServerError as err:  # trimming can wait for the next round
             self.log.warning("housekeeping failed", error=_describe(err))
 
     async def _drained(self) -> bool:
@@ -469,7 +427,7 @@ class Runner:
             # The newest entry that exists (not last-generated-id: it may be deleted).
             newest: Any = await self.redis.xrevrange(self.stage.stream, count=1)
             groups: Any = await self.redis.xinfo_groups(self.stage.stream)
-        except RedisError as err:
+        except ServerError as err:
             if not is_transient(err):
                 raise
             return False

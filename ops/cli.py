@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import signal
 import sys
@@ -14,12 +15,20 @@ from typing import Any, TypeVar
 import click
 import msgspec
 import uvloop
-from redis.exceptions import RedisError
 
 from patchlog import __version__
 from patchlog.ops.config import env_help, load_settings
 from patchlog.ops.logs import configure_logging
-from patchlog.streams.errors import PatchlogError, ServerError
+from patchlog.streams.errors import (
+    CorruptEntry,
+    NotFound,
+    PatchlogError,
+    Rejected,
+    ServerError,
+    ServerUnavailable,
+    Timeout,
+    VerifyFailed,
+)
 from patchlog.streams.settings import Settings
 
 __all__ = ["main"]
@@ -32,10 +41,50 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
+class Exit(enum.IntEnum):
+    """Exit statuses of every ``patchlog`` command (``EXIT_MEANINGS`` says each one)."""
+
+    OK = 0
+    NO = 1
+    USAGE = 2
+    SERVER = 3
+    NOT_FOUND = 4
+    TIMEOUT = 5
+    CORRUPT = 6
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "success",
+    Exit.NO: "it worked and the answer is no: a rejected patch, a mismatch found by verify, "
+    "a benchmark below --min-ratio",
+    Exit.USAGE: "a bad flag, argument or PATCHLOG_* value",
+    Exit.SERVER: "the server cannot be reached, refuses patchlog, or failed a command",
+    Exit.NOT_FOUND: "no such document or revision",
+    Exit.TIMEOUT: "a bounded wait ran out (submit --wait)",
+    Exit.CORRUPT: "the log does not decode or does not replay to the live state",
+}
+
+
+# Most specific first: the first class an error is an instance of decides its status.
+_EXITS: tuple[tuple[type[PatchlogError], Exit], ...] = (
+    (NotFound, Exit.NOT_FOUND),
+    (Timeout, Exit.TIMEOUT),
+    (ServerError, Exit.SERVER),
+    (CorruptEntry, Exit.CORRUPT),
+    (VerifyFailed, Exit.CORRUPT),
+    (Rejected, Exit.NO),
+)
+
+
+def exit_status(err: PatchlogError) -> Exit:
+    """The documented exit status for an expected error."""
+    return next((code for cls, code in _EXITS if isinstance(err, cls)), Exit.NO)
+
+
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    base: dict[str, Any] = ctx.obj or {}
+    given: dict[str, Any] = ctx.find_root().meta.get(_GLOBALS, {})
     try:
-        return load_settings(overrides={**base, **overrides})
+        return load_settings(overrides={**given, **overrides})
     except ValueError as err:
         raise click.UsageError(str(err)) from None
 
@@ -45,50 +94,78 @@ def _url(settings: Settings) -> str:
 
 
 def _handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn an expected error into one line on stderr and its documented exit status;
+    only a bug prints a traceback."""
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except PatchlogError as err:
-            raise click.ClickException(str(err)) from None
+            message = " ".join(str(err).split()) or type(err).__name__
+            click.echo(f"patchlog: error: {message}", err=True)
+            sys.exit(exit_status(err))
 
     return wrapper
 
 
+_GLOBALS = "patchlog.globals"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a global option's value; given after the subcommand, it wins."""
+    if value is None or param.name is None:
+        return
+    ctx.find_root().meta.setdefault(_GLOBALS, {})[param.name] = value
+    if param.name == "json_logs":
+        configure_logging(json=value)
+
+
+_GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--redis-url",), {"help": "Use this server instead of the embedded one."}),
+    (("--namespace",), {"help": "Key prefix (default patchlog)."}),
+    (("--data-dir",), {"type": click.Path(file_okay=False), "help": "Embedded server data."}),
+    (("--port",), {"type": int, "help": "Embedded server port (default 6390)."}),
+    (("--json-logs/--pretty-logs",), {"default": None, "help": "Log format (default: by tty)."}),
+]
+
+
+def global_options(fn: Callable[..., T]) -> Callable[..., T]:
+    """The options every command accepts, before or after the subcommand's name."""
+    for decls, kwargs in reversed(_GLOBAL_OPTIONS):
+        fn = click.option(*decls, expose_value=False, callback=_remember, **kwargs)(fn)
+    return fn
+
+
 _ENV_TEXT = "\n".join(f"  {name} (default {default})" for name, default in env_help())
+_EXIT_TEXT = "\n".join(f"  {code.value}  {meaning}" for code, meaning in EXIT_MEANINGS.items())
 
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=f"Environment (flags override):\n\n{_ENV_TEXT}",
+    epilog=(
+        "Options above (--redis-url, --namespace, --data-dir, --port, --json-logs) may\n"
+        "also follow the command's name.\n\n"
+        f"\b\nExit status:\n{_EXIT_TEXT}\n\n"
+        f"\b\nEnvironment (flags override):\n{_ENV_TEXT}"
+    ),
 )
-@click.option("--redis-url", help="Use this server instead of the embedded one.")
-@click.option("--namespace", help="Key prefix (default patchlog).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Embedded server data.")
-@click.option("--port", type=int, help="Embedded server port (default 6390).")
-@click.option("--json-logs/--pretty-logs", default=None, help="Log format (default: by tty).")
-@click.version_option(
-    __version__, "--version", prog_name="patchlog", message="%(prog)s %(version)s"
-)
+@global_options
+@click.version_option(__version__, prog_name="patchlog", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(
-    ctx: click.Context,
-    redis_url: str | None,
-    namespace: str | None,
-    data_dir: str | None,
-    port: int | None,
-    json_logs: bool | None,
-) -> None:
+def cli(ctx: click.Context) -> None:
     """patchlog: line patches to shared text documents, on Redis Streams.
 
     Every patch is validated, ordered, applied exactly once, numbered and kept in a
     revision log; the documents are a projection of that log.
     """
-    configure_logging(json=json_logs)
-    ctx.obj = {"redis_url": redis_url, "namespace": namespace, "data_dir": data_dir, "port": port}
+    given = ctx.meta.get(_GLOBALS, {})
+    if "json_logs" not in given:
+        configure_logging(json=None)
 
 
 @cli.command()
+@global_options
 @click.option("--normalize", "n_normalize", default=1, show_default=True, help="Normalize workers.")
 @click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="Embedded appendfsync.")
@@ -139,6 +216,7 @@ def up(
 
 
 @cli.command()
+@global_options
 @click.argument("stage", type=click.Choice(["normalize", "execute"]))
 @click.option("--name", help="Consumer name (stable per worker slot; default stage-host-pid).")
 @click.option("--burst", is_flag=True, help="Drain the stream and the pending list, then exit.")
@@ -156,6 +234,7 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> Non
 
 
 @cli.command()
+@global_options
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="appendfsync.")
 @click.pass_context
 @_handle_errors
@@ -197,7 +276,7 @@ async def _client_call(
     try:
         try:
             await redis.ping()
-        except RedisError as err:
+        except ServerUnavailable as err:
             raise ServerError(
                 f"no server at {_url(settings)} ({err}); start one with `patchlog up`, "
                 "or set PATCHLOG_REDIS_URL"
@@ -208,6 +287,7 @@ async def _client_call(
 
 
 @cli.command()
+@global_options
 @click.option("--doc", required=True, help="Document name.")
 @click.option("--base", required=True, type=int, help="Revision the line numbers refer to.")
 @click.option(
@@ -270,6 +350,7 @@ def submit(
 
 
 @cli.command()
+@global_options
 @click.argument("doc")
 @click.option("--rev", type=int, help="Show the document at this revision.")
 @click.pass_context
@@ -285,6 +366,7 @@ def show(ctx: click.Context, doc: str, rev: int | None) -> None:
 
 
 @cli.command(name="log")
+@global_options
 @click.argument("doc")
 @click.option("--limit", default=50, show_default=True, help="Newest revisions to list.")
 @click.pass_context
@@ -301,6 +383,7 @@ def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
 
 
 @cli.command()
+@global_options
 @click.pass_context
 @_handle_errors
 def verify(ctx: click.Context) -> None:
@@ -319,6 +402,7 @@ def verify(ctx: click.Context) -> None:
 
 
 @cli.command()
+@global_options
 @click.option("--patches", default=3000, show_default=True, help="Patches to submit.")
 @click.option("--agents", default=8, show_default=True, help="Concurrent simulated agents.")
 @click.option("--docs", "n_docs", default=20, show_default=True, help="Documents.")
@@ -332,6 +416,7 @@ def demo(patches: int, agents: int, n_docs: int, keep: bool) -> None:
 
 
 @cli.command()
+@global_options
 @click.option(
     "--scenario",
     "scenarios",

@@ -11,7 +11,7 @@ import msgspec
 from patchlog.streams.limits import Limits
 from patchlog.streams.settings import Settings
 
-__all__ = ["ENV_PREFIX", "env_help", "load_settings"]
+__all__ = ["ENV_PREFIX", "env_help", "load_settings", "settings_env"]
 
 ENV_PREFIX = "PATCHLOG_"
 _LIMIT_FIELDS = {f.name for f in msgspec.structs.fields(Limits)}
@@ -64,3 +64,16 @@ def load_settings(
     except msgspec.ValidationError as err:
         path = str(err).rsplit("`$.", 1)[-1].rstrip("`")
         raise ValueError(f"{ENV_PREFIX}{path.upper()}: {err}") from None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``PATCHLOG_*`` variables that make ``load_settings`` rebuild ``settings`` exactly:
+    how ``patchlog up`` hands its whole effective configuration (flags included) to the
+    worker processes it starts."""
+    values: dict[str, Any] = msgspec.to_builtins(settings)
+    limits: dict[str, Any] = values.pop("limits")
+    return {
+        ENV_PREFIX + name.upper(): str(value)
+        for name, value in {**values, **limits}.items()
+        if value is not None
+    }

@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from patchlog.consumers.backoff import Backoff
+from patchlog.ops.config import ENV_PREFIX, settings_env
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import EmbeddedServer, die_with_parent
 from patchlog.streams.settings import Settings
@@ -112,8 +113,11 @@ class Supervisor:
                 aof_rewrite_min_mb=settings.aof_rewrite_min_mb,
             )
         self.url = settings.redis_url or (self.server.url if self.server else "")
-        env = {k: v for k, v in os.environ.items() if k != "PATCHLOG_METRICS_PORT"}
-        env["PATCHLOG_NAMESPACE"] = settings.namespace  # the workers must see our keys
+        # The workers get this process's whole effective settings (environment and
+        # flags), not just what happens to be in the environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(settings_env(settings))
+        env.pop(ENV_PREFIX + "METRICS_PORT", None)  # each worker gets its own, or none
         self.workers: list[WorkerProcess] = []
         port = metrics_base
         for stage, count in ((NORMALIZE, normalize), (EXECUTE, execute)):

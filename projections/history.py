@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from patchlog.projections.fold import fold
 from patchlog.projections.load import later_of, load_content
+from patchlog.streams.errors import NotFound
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import read_head, revisions_of
 
@@ -19,14 +20,14 @@ async def content_at(
 ) -> tuple[int, list[str]]:
     """``doc``'s lines at revision ``rev`` (its head when ``None``).
 
-    Raises ``ValueError`` if ``rev`` is negative or past the head.
+    Raises ``NotFound`` if ``rev`` is negative or past the head.
     """
     head = await read_head(redis, keys, doc)
     if rev is None or rev == head.rev:
         loaded = await load_content(redis, keys, doc, head)
         return loaded.rev, loaded.lines
     if rev < 0 or rev > head.rev:
-        raise ValueError(f"{doc!r} has revisions 0..{head.rev}, not {rev}")
+        raise NotFound(f"{doc!r} has revisions 0..{head.rev}; there is no revision {rev}")
     lines: list[str] = []
     for revision in await revisions_of(redis, keys, doc, 1, rev):
         lines = fold(lines, later_of(revision).splices)

@@ -1,26 +1,134 @@
 """Connections: redis-py asyncio (hiredis parser) with a timeout on every call, retries
-with jittered exponential backoff, and a check that the server is fit for patchlog."""
+with jittered exponential backoff, errors translated into patchlog's own tree, and a
+check that the server is fit for patchlog."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+from typing import Any
+
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    MasterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from patchlog.streams.errors import ServerError, ServerRefused
+from patchlog.streams.errors import (
+    CommandFailed,
+    ServerError,
+    ServerRefused,
+    ServerUnavailable,
+)
 from patchlog.streams.settings import Settings
 
-__all__ = ["ServerInfo", "check_server", "connect"]
+__all__ = ["PatchlogRedis", "ServerInfo", "check_server", "connect", "translate"]
+
+# Error replies that pass by themselves. redis-py maps most to classes (below) and
+# strips the code from the text; BUSY (a script running too long) stays a plain reply.
+_TRANSIENT_CODES = frozenset(
+    {"BUSY", "LOADING", "OOM", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "NOSCRIPT"}
+)
+_TRANSIENT_TYPES = (
+    RedisTimeoutError,
+    BusyLoadingError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    MasterDownError,
+    NoScriptError,
+)
+_PIPELINE_PREFIX = " of pipeline caused error: "
 
 
-def connect(settings: Settings, url: str, *, name: str = "patchlog", block_ms: int = 0) -> Redis:
+def translate(err: RedisError | OSError) -> ServerError:
+    """patchlog's exception for a redis-py (or socket) error: ``ServerRefused`` for bad
+    credentials or missing permissions, ``ServerUnavailable`` for what passes by itself,
+    ``CommandFailed`` (with the reply text) for an error reply."""
+    # The reply is the first argument; redis-py adds others to pipeline errors.
+    text = str(err.args[0]) if err.args else ""
+    if _PIPELINE_PREFIX in text:
+        # redis-py rewrites a pipeline's error as "Command # n (...) of pipeline caused
+        # error: <repr of the original args>"; the reply is that tuple's first item.
+        text = text.split(_PIPELINE_PREFIX, 1)[1]
+        with contextlib.suppress(ValueError, SyntaxError):
+            original = ast.literal_eval(text)
+            if isinstance(original, tuple) and original:
+                text = str(original[0])
+    if isinstance(err, AuthenticationError | AuthorizationError | NoPermissionError):
+        return ServerRefused(f"the server refused patchlog's credentials: {text}")
+    if isinstance(err, (*_TRANSIENT_TYPES, RedisConnectionError, OSError)):
+        return ServerUnavailable(f"server unavailable: {text or type(err).__name__}")
+    if text.split(" ", 1)[0] in _TRANSIENT_CODES:
+        return ServerUnavailable(f"server unavailable: {text}")
+    return CommandFailed(text)
+
+
+class _TranslatingPipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error)
+        except (RedisError, OSError) as err:
+            raise translate(err) from err
+
+
+class _TranslatingScript(AsyncScript):
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        try:
+            return await super().__call__(keys, args, client)
+        except NoScriptError as err:  # still missing after the reload
+            raise translate(err) from err
+
+
+class PatchlogRedis(Redis):
+    """redis-py's asyncio client whose commands and pipelines raise patchlog's errors
+    (``translate``) instead of ``redis.exceptions.*``, so nothing above ``streams``
+    handles a library's exception."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            # Raised as is so that a registered script (EVALSHA) loads itself again
+            # after a server restart; the reload's own errors are translated.
+            if str(args[0]).upper() == "EVALSHA":
+                raise
+            raise translate(NoScriptError()) from None
+        except (RedisError, OSError) as err:
+            raise translate(err) from err
+
+    # redis-py annotates the asyncio client's scripts as the sync ``Script``.
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        return _TranslatingScript(self, script)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _TranslatingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+
+def connect(
+    settings: Settings, url: str, *, name: str = "patchlog", block_ms: int = 0
+) -> PatchlogRedis:
     """A client for ``url``. Every call times out after ``settings.socket_timeout``
-    seconds plus ``block_ms`` (for the blocking reads made on this client)."""
-    return Redis.from_url(
+    seconds plus ``block_ms`` (for the blocking reads made on this client); its errors
+    are patchlog's (``translate``)."""
+    return PatchlogRedis.from_url(  # type: ignore[return-value]  # from_url builds cls
         url,
         socket_timeout=settings.socket_timeout + block_ms / 1000,
         socket_connect_timeout=settings.connect_timeout,
@@ -56,7 +164,7 @@ async def check_server(redis: Redis) -> ServerInfo:
     try:
         info = await redis.info("server")
         memory = await redis.info("memory")
-    except RedisError as err:
+    except ServerUnavailable as err:
         raise ServerError(f"cannot reach the server: {err}") from err
     if "valkey_version" in info:
         product, version = "valkey", _version(str(info["valkey_version"]))
@@ -70,7 +178,7 @@ async def check_server(redis: Redis) -> ServerInfo:
     if not policy:
         try:
             policy = str((await redis.config_get("maxmemory-policy"))["maxmemory-policy"])
-        except (ResponseError, KeyError):
+        except (CommandFailed, KeyError):
             policy = "unknown"
     if policy != "noeviction":
         raise ServerRefused(

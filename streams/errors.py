@@ -6,13 +6,19 @@
     ├── Rejected              a patch breaks a rule; carries a RejectCode, becomes an outcome
     ├── CorruptEntry          one of patchlog's own stream entries cannot be decoded
     ├── ServerError           the server cannot be started, reached or used
-    │   └── ServerRefused     the server is reachable but unfit (version, eviction policy)
+    │   ├── ServerRefused     reachable but unfit (version, eviction policy, credentials)
+    │   ├── ServerUnavailable transient: connection lost, timeout, OOM, BUSY, LOADING, failover
+    │   └── CommandFailed     the server answered one command with an error reply
     ├── VerifyFailed          the revision log and the live state disagree
-    └── Timeout               a bounded wait ran out (waiting for an outcome, draining)
+    ├── NotFound              a document or revision that does not exist
+    ├── Timeout               a bounded wait ran out (waiting for an outcome, draining)
+    └── RetryLater            control-flow signal: try these entries again later, no failure
 
-Every class below the root is raised by patchlog code only; exceptions of libraries
-(``msgspec.ValidationError``, ``redis.exceptions.*``) are translated at the boundary
-where they occur and never escape a stage.
+Every class below the root is raised by patchlog code only; exceptions of libraries are
+translated at the boundary where they occur and never escape a stage:
+``msgspec.ValidationError`` where an entry is decoded (``streams.codec``), and every
+``redis.exceptions.*`` inside the client that ``streams.connection.connect`` returns.
+Whether an error passes by itself is decided in one place, ``is_transient``.
 """
 
 from __future__ import annotations
@@ -20,13 +26,18 @@ from __future__ import annotations
 from patchlog.streams.schema import RejectCode
 
 __all__ = [
+    "CommandFailed",
     "CorruptEntry",
+    "NotFound",
     "PatchlogError",
     "Rejected",
+    "RetryLater",
     "ServerError",
     "ServerRefused",
+    "ServerUnavailable",
     "Timeout",
     "VerifyFailed",
+    "is_transient",
 ]
 
 
@@ -63,9 +74,47 @@ class ServerRefused(ServerError):
     """The server answers but patchlog refuses to run on it (too old, may evict keys)."""
 
 
+class ServerUnavailable(ServerError):
+    """A failure that passes by itself: the connection dropped or timed out (after the
+    client's own retries), or the server is loading, out of memory, busy with a script,
+    read-only or failing over. Retried with backoff; never a reason to dead-letter."""
+
+
+class CommandFailed(ServerError):
+    """The server answered one command with an error reply (``reply``, its text, starting
+    with the error code such as ``WRONGTYPE`` or ``NOGROUP``); retrying the same command
+    gives the same answer."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+    @property
+    def code(self) -> str:
+        """The reply's error code, its first word (``ERR``, ``BUSYGROUP``, ...)."""
+        return self.reply.split(" ", 1)[0]
+
+
 class VerifyFailed(PatchlogError):
     """Replaying the revision log does not give the live state or the stored hashes."""
 
 
+class NotFound(PatchlogError):
+    """A document or a revision asked for does not exist (a reader's mistake, not a
+    failure); the message names what exists."""
+
+
 class Timeout(PatchlogError):
     """A bounded wait ran out: no outcome in time, or a drain that did not finish."""
+
+
+class RetryLater(PatchlogError):
+    """Control-flow signal from a stage: nothing is wrong with the entries, try them
+    again later (for example a batch that lost the head race to other workers too
+    often). Never counted as a failed delivery."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether ``err`` will likely pass by itself, so the work is retried rather than
+    counted as a failed delivery (the one place that decides it)."""
+    return isinstance(err, ServerUnavailable | RetryLater)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_installs_one_import_package_with_its_scripts_and_types(tmp_path: Path) -> None:
     """The wheel's only top-level import package is patchlog, Lua and py.typed inside."""
+    # Built from a copy, so the build leaves nothing behind in the work tree.
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT, source, symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "*cache*"),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "-w", str(tmp_path), str(ROOT)],
+         "--disable-pip-version-check", "-w", str(tmp_path), str(source)],
         check=True, capture_output=True, timeout=240,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("patchlog-*.whl")

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from patchlog.ops.demo import free_port
 from patchlog.projections.rebuild import verify
 from patchlog.streams.connection import connect
+from patchlog.streams.errors import ServerError
 from patchlog.streams.log import iter_revisions
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
@@ -79,7 +79,7 @@ async def wait_outcomes(redis: Redis, settings: Settings, count: int, timeout: f
     """Poll until the outcomes stream holds ``count`` entries (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(ServerError):
             if await redis.xlen(settings.keys.outcomes) >= count:
                 return
         assert time.monotonic() < deadline, f"fewer than {count} outcomes after {timeout} s"
@@ -175,7 +175,7 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
                       "ops": '[{"op":"insert","at":1,"lines":["x"]}]'}  # fmt: skip
             try:
                 await redis.xadd(own.keys.patches, fields)  # type: ignore[arg-type]
-            except RedisError:
+            except ServerError:
                 await asyncio.sleep(0.1)  # not acknowledged: may or may not exist
                 continue
             acked.add(pid)

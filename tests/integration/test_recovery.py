@@ -7,13 +7,15 @@ import asyncio
 from typing import Any
 
 import msgspec
+import pytest
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
 
 from patchlog.consumers.execute import ExecuteStage
-from patchlog.consumers.runner import Runner, is_transient
+from patchlog.consumers.runner import Runner
 from patchlog.projections.load import load_content, read_document
 from patchlog.streams.client import Client
+from patchlog.streams.connection import connect
+from patchlog.streams.errors import CommandFailed, ServerUnavailable
 from patchlog.streams.log import write_snapshot
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -21,15 +23,6 @@ from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes
 
 OPS = [{"op": "insert", "at": 1, "lines": ["x"]}]
-
-
-def test_server_pressure_errors_are_transient_not_poison() -> None:
-    """OOM, READONLY, TRYAGAIN and BUSY never count toward dead-lettering."""
-    assert is_transient(OutOfMemoryError("command not allowed when used memory > 'maxmemory'"))
-    assert is_transient(ReadOnlyError("You can't write against a read only replica."))
-    assert is_transient(TryAgainError("try again"))
-    assert is_transient(ResponseError("BUSY Redis is busy running a script."))
-    assert not is_transient(ResponseError("ERR user_script:1: bad argument"))
 
 
 async def test_entries_delivered_but_never_seen_are_taken_up(
@@ -124,3 +117,29 @@ async def test_a_snapshot_that_is_not_the_logged_content_is_ignored(
     await write_snapshot(redis, settings.keys, "d", 1, ["x"])
     good = await load_content(redis, settings.keys, "d")
     assert (good.lines, good.snapshot_rev) == (["x", "y"], 1)
+
+
+async def test_client_raises_patchlog_errors_from_commands_pipelines_and_scripts(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A real server's error replies and a dead server surface as patchlog's errors."""
+    key = settings.keys.doc("wrongtype")
+    await redis.set(key, "x")
+    with pytest.raises(CommandFailed) as direct:
+        await redis.xadd(key, {"a": "b"})
+    assert direct.value.code == "WRONGTYPE"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(key)
+        pipe.hget(key, "f")
+        with pytest.raises(CommandFailed) as piped:
+            await pipe.execute()
+    assert piped.value.code == "WRONGTYPE"
+    await redis.script_flush()  # the registered script loads itself again (NOSCRIPT)
+    with pytest.raises(CommandFailed):
+        await scripts.claim(keys=[], args=[])
+    dead = connect(msgspec.structs.replace(settings, retries=0), "redis://127.0.0.1:1/0")
+    try:
+        with pytest.raises(ServerUnavailable):
+            await dead.ping()
+    finally:
+        await dead.aclose()

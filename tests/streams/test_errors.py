@@ -1,0 +1,77 @@
+"""redis-py's errors become patchlog's at the boundary, classified in one place."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from patchlog.streams.connection import translate
+from patchlog.streams.errors import (
+    CommandFailed,
+    RetryLater,
+    ServerRefused,
+    ServerUnavailable,
+    is_transient,
+)
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        ReadOnlyError("You can't write against a read only replica."),
+        TryAgainError("try again"),
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"),
+        ResponseError(
+            "Command # 2 (EVALSHA ab 3) of pipeline caused error: ('BUSY Redis is busy',)"
+        ),
+        RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
+        RedisTimeoutError("Timeout reading from socket"),
+        OSError("broken pipe"),
+    ],
+)
+def test_pressure_and_lost_connections_are_transient_not_poison(err: RedisError) -> None:
+    """OOM, READONLY, TRYAGAIN, LOADING, BUSY, timeouts and drops are retried, never DLQ'd."""
+    translated = translate(err)
+    assert isinstance(translated, ServerUnavailable)
+    assert is_transient(translated)
+
+
+def test_error_replies_are_permanent_and_keep_their_code() -> None:
+    """A script error or BUSYGROUP is a CommandFailed with the reply's code, not transient."""
+    script = translate(ResponseError("ERR user_script:1: bad argument"))
+    assert isinstance(script, CommandFailed)
+    assert (script.code, script.reply) == ("ERR", "ERR user_script:1: bad argument")
+    assert not is_transient(script)
+    group = translate(ResponseError("BUSYGROUP Consumer Group name already exists"))
+    assert isinstance(group, CommandFailed)
+    assert group.code == "BUSYGROUP"
+    piped = translate(
+        ResponseError("Command # 1 (XACK a b) of pipeline caused error: ('WRONGTYPE x',)")
+    )
+    assert isinstance(piped, CommandFailed)
+    assert piped.code == "WRONGTYPE"
+
+
+def test_bad_credentials_are_refused_not_retried() -> None:
+    """A wrong password is a ServerRefused that names credentials, never retried forever."""
+    refused = translate(AuthenticationError("invalid username-password pair"))
+    assert isinstance(refused, ServerRefused)
+    assert "credentials" in str(refused)
+    assert not is_transient(refused)
+
+
+def test_retry_later_is_transient() -> None:
+    """A stage's RetryLater signal never counts as a failed delivery."""
+    assert is_transient(RetryLater("lost the head race"))

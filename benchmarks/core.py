@@ -11,12 +11,12 @@ patches per second that gives. Ops land at random lines, so the cost is typical.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable
 
+from patchlog.ops.randomops import ops_json, spread_ops
 from patchlog.projections.diff import parse_diff, render_diff, verify
 from patchlog.projections.patch import apply, check_bounds, effective, normalize
 from patchlog.streams.codec import decode_ingress
@@ -32,16 +32,10 @@ def make_doc(n: int, rnd: random.Random) -> list[str]:
 
 def make_entries(n_lines: int, count: int, rnd: random.Random) -> list[dict[bytes, bytes]]:
     """Entries with 3 ops each (insert, replace, delete) at distinct random lines."""
-    out = []
-    for _ in range(count):
-        a, b, c = sorted(rnd.sample(range(1, n_lines), 3))
-        ops = [
-            {"op": "insert", "at": a, "lines": ["inserted line"]},
-            {"op": "replace", "from": b, "lines": [f"replaced {b}"]},
-            {"op": "delete", "from": c},
-        ]
-        out.append({b"doc": b"bench", b"base": b"1", b"ops": json.dumps(ops).encode()})
-    return out
+    return [
+        {b"doc": b"bench", b"base": b"1", b"ops": ops_json(spread_ops(rnd, n_lines, n)).encode()}
+        for n in range(count)
+    ]
 
 
 def ops_path(doc: list[str], entry: dict[bytes, bytes]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
+from patchlog.ops.randomops import ops_json, spread_ops
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import Keys
 from patchlog.streams.settings import Settings
@@ -31,20 +32,11 @@ __all__ = ["naive_consumer", "naive_pipeline", "raw_ceiling"]
 _GROUP = "naive"
 
 
-def _patch(rng: random.Random, lines: int, serial: int) -> str:
-    a, b, c = sorted(rng.sample(range(1, lines + 1), 3))
-    return json.dumps([
-        {"op": "insert", "at": a, "lines": [f"inserted {serial}"]},
-        {"op": "replace", "from": b, "lines": [f"replaced {serial}"]},
-        {"op": "delete", "from": c},
-    ])  # fmt: skip
-
-
 async def raw_ceiling(redis: Redis, prefix: str, count: int, lines: int = 100) -> float:
     """Entries per second written (pipelined), read in batches and acknowledged."""
     stream = f"{prefix}:raw"
     rng = random.Random(3)
-    payloads = [_patch(rng, lines, n) for n in range(count)]
+    payloads = [ops_json(spread_ops(rng, lines, n)) for n in range(count)]
     await redis.xgroup_create(stream, "g", id="0", mkstream=True)
     started = time.perf_counter()
     for start in range(0, count, 1000):
@@ -86,7 +78,8 @@ async def naive_pipeline(
         for d in range(docs):
             pipe.hset(keys.doc(str(d)), mapping={"rev": 1, "content": seed})
         for n in range(count):
-            pipe.xadd(keys.patches, {"doc": str(n % docs), "ops": _patch(rng, lines, n)})
+            ops = ops_json(spread_ops(rng, lines, n))
+            pipe.xadd(keys.patches, {"doc": str(n % docs), "ops": ops})
         await pipe.execute()
     await redis.xgroup_create(keys.patches, _GROUP, id="0")
     started = time.perf_counter()

@@ -16,11 +16,11 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import click
 from redis.asyncio import Redis
 
+from patchlog.ops.randomops import single_op, stale_base
 from patchlog.ops.supervisor import Supervisor
 from patchlog.projections.rebuild import verify
 from patchlog.streams.client import Client
@@ -48,16 +48,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ops_for(rng: random.Random, lines: int, agent: int, n: int) -> list[dict[str, Any]]:
-    text = [f"agent {agent} edit {n} line {i}" for i in range(rng.randint(1, 3))]
-    if lines == 0 or rng.random() < 0.4:
-        return [{"op": "insert", "at": rng.randint(1, lines + 1), "lines": text}]
-    line = rng.randint(1, lines)
-    if rng.random() < 0.5:
-        return [{"op": "replace", "from": line, "lines": text}]
-    return [{"op": "delete", "from": line}]
-
-
 async def _agent(
     agent: int,
     client: Client,
@@ -80,9 +70,13 @@ async def _agent(
             await redis.xadd(keys.patches, fields)  # type: ignore[arg-type]
             patch_id = fields["id"]
         else:
-            base = max(0, head.rev - rng.randint(1, 3)) if roll < 0.2 else head.rev
+            # a stale base for 17 % of all patches (0.175 of the 97 % well-formed ones):
+            # rebased, or rejected as conflicts
+            base = stale_base(rng, head.rev, share=0.175)
+            # on a stale base, only the first lines, which the older base most likely had
             lines = head.lines if base == head.rev else min(head.lines, 3)
-            ops = _ops_for(rng, lines, agent, n)
+            text = [f"agent {agent} edit {n} line {i}" for i in range(rng.randint(1, 3))]
+            ops = [single_op(rng, lines, text, insert=0.4, replace=0.3)]
             patch_id = await client.submit(doc, base, ops=ops, author=f"agent-{agent}")
             if roll > 0.97:  # a retry of the same patch: must not apply twice
                 await client.submit(doc, base, ops=ops, id=patch_id, author=f"agent-{agent}")

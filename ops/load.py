@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 import urllib.parse
@@ -20,14 +19,13 @@ import hiredis
 import msgspec
 from redis.asyncio import Redis
 
+from patchlog.ops.randomops import ops_json, spread_ops, stale_base
 from patchlog.projections.diff import render_diff
 from patchlog.projections.patch import apply, normalize
-from patchlog.streams.schema import Insert, Op
+from patchlog.streams.schema import Insert
 from patchlog.streams.settings import Settings
 
 __all__ = ["SCENARIOS", "Appender", "Load", "Scenario", "seed", "tail"]
-
-_JSON = msgspec.json.Encoder()
 
 
 class Scenario(msgspec.Struct, frozen=True):
@@ -87,31 +85,25 @@ class Load:
         else:
             lines = [f"{doc} line {i} " + "x" * (i % 40) for i in range(self.scenario.lines)]
         self.content[doc] = lines
-        return {"doc": doc, "base": "0", "id": f"seed-{doc}", "ops": _ops_json(
+        return {"doc": doc, "base": "0", "id": f"seed-{doc}", "ops": ops_json(
             [Insert(at=1, lines=tuple(lines))])}  # fmt: skip
 
     def next_fields(self, slot: int) -> tuple[str, dict[str, str]]:
+        """The next patch of ``slot``: its id and the fields of its XADD."""
         _, doc = self.slots[slot]
-        n = self.scenario.lines
-        a, b, c = sorted(self.rng.sample(range(1, n + 1), 3))
         self.serial += 1
-        ops = [
-            {"op": "insert", "at": a, "lines": [f"inserted {self.serial}"]},
-            {"op": "replace", "from": b, "lines": [f"replaced {self.serial}"]},
-            {"op": "delete", "from": c},
-        ]
-        base = self.head[doc]
-        if self.scenario.stale and base > 2 and self.rng.random() < self.scenario.stale:
-            base -= self.rng.randint(1, 2)
+        ops = spread_ops(self.rng, self.scenario.lines, self.serial)
+        # never below revision 1, the seed: the documents exist from there on
+        base = stale_base(self.rng, self.head[doc], share=self.scenario.stale, behind=2, floor=1)
         patch_id = f"b{self.serial}"
         fields = {"doc": doc, "base": str(base), "id": patch_id}
         if self.scenario.diff:
             old = self.content[doc]
-            new = apply(old, normalize(msgspec.convert(ops, list[Op]), _LIMITS))
+            new = apply(old, normalize(ops, _LIMITS))
             fields["diff"] = render_diff(old, new, doc)
             self.pending_content[patch_id] = new
         else:
-            fields["ops"] = json.dumps(ops)
+            fields["ops"] = ops_json(ops)
         return patch_id, fields
 
     async def submit(self, slots: list[int]) -> None:
@@ -155,10 +147,6 @@ class Load:
 
 
 _LIMITS = Settings().limits
-
-
-def _ops_json(ops: list[Op]) -> str:
-    return _JSON.encode(ops).decode()
 
 
 async def tail(redis: Redis, stream: str, start: str, load: Load, stop: asyncio.Event,

@@ -6,32 +6,17 @@ gets its own namespace, so tests never see each other's keys.
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
-from patchlog.ops.demo import free_port
 from patchlog.streams.connection import connect
 from patchlog.streams.scripts import Scripts, load
-from patchlog.streams.server import EmbeddedServer, server_binary
+from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Settings
-
-KINDS = [k for k in os.environ.get("PATCHLOG_TEST_SERVERS", "valkey,redis").split(",") if k]
-
-
-def binary_for(kind: str) -> Path:
-    """The server binary of a kind; a missing one fails the run (it is no pass)."""
-    if kind == "valkey":
-        return server_binary()
-    found = shutil.which("redis-server")
-    if found is None:
-        pytest.fail("redis-server is not installed (.ci/run installs Debian's redis-server)")
-    return Path(found)
+from tests.integration.helpers import KINDS, binary_for, free_port
 
 
 @pytest.fixture(scope="session", params=KINDS)

@@ -1,20 +1,55 @@
-"""Running stages in-process and reading what they wrote, for integration tests."""
+"""The integration tests' helpers, the one module they import them from: servers,
+stages run in-process, a concurrent load, and reading what the stages wrote."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import shutil
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
 from patchlog.consumers.runner import Runner
+from patchlog.ops.demo import free_port
+from patchlog.ops.randomops import single_op, stale_base
+from patchlog.streams.client import Client
 from patchlog.streams.codec import decode_event
+from patchlog.streams.log import read_head
 from patchlog.streams.schema import Outcome
 from patchlog.streams.scripts import Scripts
+from patchlog.streams.server import server_binary
 from patchlog.streams.settings import Settings
+
+__all__ = [
+    "KINDS",
+    "binary_for",
+    "by_src",
+    "drain",
+    "free_port",
+    "outcomes",
+    "runners",
+    "submit_load",
+]
+
+KINDS = [k for k in os.environ.get("PATCHLOG_TEST_SERVERS", "valkey,redis").split(",") if k]
+"""The server kinds the suite runs against."""
+
+
+def binary_for(kind: str) -> Path:
+    """The server binary of a kind; a missing one fails the run (it is no pass)."""
+    if kind == "valkey":
+        return server_binary()
+    found = shutil.which("redis-server")
+    if found is None:
+        pytest.fail("redis-server is not installed (.ci/run installs Debian's redis-server)")
+    return Path(found)
 
 
 def runners(
@@ -74,3 +109,43 @@ async def outcomes(redis: Redis, settings: Settings) -> list[Outcome]:
 def by_src(rows: list[Outcome]) -> Counter[str]:
     """How many outcomes each ingress entry got."""
     return Counter(o.src for o in rows)
+
+
+async def submit_load(
+    redis: Redis,
+    settings: Settings,
+    *,
+    submitters: int,
+    patches: int,
+    docs: int,
+    seed: int,
+    stale: float = 0.2,
+    wait: bool = True,
+) -> list[str]:
+    """Submit ``patches`` one-op patches from ``submitters`` tasks; return every patch id.
+
+    Each patch is based on the head the submitter just read, or (with probability
+    ``stale``) a revision or three behind it, so rebases and conflicts happen. With
+    ``wait`` each submitter waits for its patch's outcome before the next (closed loop).
+    """
+    client = Client(redis, settings.keys)
+    names = [f"doc-{i}" for i in range(docs)]
+    ids: list[str] = []
+    quota = patches // submitters
+
+    async def submitter(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        for n in range(quota):
+            doc = rng.choice(names)
+            head = await read_head(redis, settings.keys, doc)
+            base = stale_base(rng, head.rev, share=stale)
+            # on a stale base, only the first lines, which the older base most likely had
+            length = head.lines if base == head.rev else min(head.lines, 2)
+            op = single_op(rng, length, [f"s{k} p{n}"], insert=0.5, replace=0.3)
+            patch_id = await client.submit(doc, base, ops=[op], author=f"s{k}")
+            ids.append(patch_id)
+            if wait:
+                await client.wait(patch_id, 60)
+
+    await asyncio.gather(*(submitter(k) for k in range(submitters)))
+    return ids

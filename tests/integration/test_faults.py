@@ -17,16 +17,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from patchlog.ops.demo import free_port
 from patchlog.projections.rebuild import verify
 from patchlog.streams.connection import connect
 from patchlog.streams.errors import ServerError
 from patchlog.streams.log import iter_revisions
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
-from tests.integration.conftest import KINDS, binary_for
-from tests.integration.helpers import by_src, outcomes
-from tests.integration.load import submit_load
+from tests.integration.helpers import KINDS, binary_for, by_src, free_port, outcomes, submit_load
 
 
 class Worker:

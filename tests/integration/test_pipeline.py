@@ -16,8 +16,7 @@ from patchlog.streams.log import iter_revisions
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import by_src, drain, outcomes, runners
-from tests.integration.load import submit_load
+from tests.integration.helpers import by_src, drain, outcomes, runners, submit_load
 
 
 async def test_patches_flow_to_revisions_and_outcomes(

@@ -173,6 +173,7 @@ class Runner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _step(self) -> None:
+        failed = False
         try:
             now = time.monotonic()
             if now >= self._next_claim:
@@ -190,13 +191,17 @@ class Runner:
             if entries:
                 await self._process(entries)
         except Exception as err:  # the worker outlives any one failure
+            failed = True
             if is_transient(err):
                 self._note_transient(err)
             else:
                 self.log.exception("worker step failed", error=_describe(err))
                 self._transient += 1
-        if self._transient:
+        # The streak ends only with a step that worked, so that the backoff grows while a
+        # failure lasts instead of retrying it tens of times a second.
+        if failed:
             await self._sleep(self.backoff.compute(self._transient))
+        else:
             self._transient = 0
 
     def _note_transient(self, err: BaseException) -> None:

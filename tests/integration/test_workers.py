@@ -14,8 +14,10 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.messages import decode_normalized
+from patchlog.consumers.normalize import NormalizeStage
 from patchlog.consumers.runner import Entry, Runner
 from patchlog.streams.client import Client
+from patchlog.streams.errors import ServerUnavailable
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.server import EmbeddedServer
@@ -170,3 +172,27 @@ async def test_raw_redis_cli_entries_are_rejected_with_their_code(
     assert rows[huge.decode()].code is RejectCode.TOO_LARGE
     assert (await Client(redis, settings.keys).wait(fine, 1)).status is OutcomeStatus.COMMITTED
     assert set(by_src(list(rows.values())).values()) == {1}
+
+
+class FailingStage(NormalizeStage):
+    """Fails every step with a transient error, like a server that keeps refusing."""
+
+    steps = 0
+
+    def due(self) -> list[Entry]:
+        self.steps += 1
+        raise ServerUnavailable("server unavailable: LOADING")
+
+
+async def test_lasting_transient_failure_backs_off_instead_of_spinning(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A failure that lasts makes the worker wait longer each time, not retry 40 times a
+    second (full jitter from 50 ms doubling to 2 s: about 8 tries in 3 s)."""
+    stage = FailingStage(redis, settings, scripts)
+    runner = Runner(redis, settings, scripts, stage, "n0")
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(3.0)
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+    assert 3 <= stage.steps <= 25, stage.steps

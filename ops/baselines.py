@@ -23,7 +23,6 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
 from patchlog.ops.randomops import ops_json, spread_ops
-from patchlog.streams.connection import connect
 from patchlog.streams.keys import Keys
 from patchlog.streams.settings import Settings
 
@@ -67,10 +66,24 @@ def _apply(doc: list[str], ops: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def plain_client(url: str) -> Redis:
+    """The client a user's first program has: redis-py with timeouts, raising redis-py's
+    own errors (the naive pipeline retries on its ``WatchError``), unlike patchlog's."""
+    return Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=2.0)
+
+
 async def naive_pipeline(
-    redis: Redis, prefix: str, count: int, docs: int = 1000, lines: int = 100
+    url: str, prefix: str, count: int, docs: int = 1000, lines: int = 100
 ) -> float:
     """Patches per second through the naive consumer (pre-filled, then drained)."""
+    redis = plain_client(url)
+    try:
+        return await _drain_naive(redis, prefix, count, docs, lines)
+    finally:
+        await redis.aclose()
+
+
+async def _drain_naive(redis: Redis, prefix: str, count: int, docs: int, lines: int) -> float:
     keys = Keys(prefix)
     rng = random.Random(5)
     seed = json.dumps([f"line {i}" for i in range(lines)])
@@ -136,7 +149,7 @@ async def naive_consumer(redis: Redis, keys: Keys, stop: asyncio.Event) -> None:
 
 async def _main(url: str, namespace: str) -> None:
     settings = Settings(namespace=namespace)
-    redis = connect(settings, url, name="patchlog-naive", block_ms=1000)
+    redis = plain_client(url)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:

@@ -30,13 +30,12 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from patchlog.ops.demo import free_port
 from patchlog.ops.gcpolicy import quiet_gc
 from patchlog.ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
 from patchlog.ops.supervisor import Supervisor
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import EXECUTE
-from patchlog.streams.server import die_with_parent
+from patchlog.streams.server import die_with_parent, free_port
 from patchlog.streams.settings import Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
@@ -443,12 +442,13 @@ async def _alone(url: str | None, *, count: int) -> dict[str, float]:
     if url is None:
         server = EmbeddedServer(folder, port=free_port())
         await server.start()
-    redis = connect(Settings(), url or (server.url if server else ""), block_ms=1000)
+    where = url or (server.url if server else "")
+    redis = connect(Settings(), where, block_ms=1000)
     try:
         prefix = f"baseline{random.randrange(1 << 30):x}"
         return {
             "raw_ceiling_per_s": await raw_ceiling(redis, prefix, count),
-            "naive_alone_per_s": await naive_pipeline(redis, prefix, 3000),
+            "naive_alone_per_s": await naive_pipeline(where, prefix, 3000),
         }
     finally:
         await redis.aclose()

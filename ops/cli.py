@@ -407,12 +407,14 @@ def verify(ctx: click.Context) -> None:
 @click.option("--agents", default=8, show_default=True, help="Concurrent simulated agents.")
 @click.option("--docs", "n_docs", default=20, show_default=True, help="Documents.")
 @click.option("--keep", is_flag=True, help="Keep the temporary data folder.")
+@click.pass_context
 @_handle_errors
-def demo(patches: int, agents: int, n_docs: int, keep: bool) -> None:
+def demo(ctx: click.Context, patches: int, agents: int, n_docs: int, keep: bool) -> None:
     """Run a pipeline on a fresh embedded server, let agents patch documents, check it."""
     from patchlog.ops.demo import run_demo  # noqa: PLC0415
 
-    sys.exit(run(run_demo(patches=patches, agents=agents, docs=n_docs, keep=keep)))
+    settings = _settings(ctx)
+    sys.exit(run(run_demo(settings, patches=patches, agents=agents, docs=n_docs, keep=keep)))
 
 
 @cli.command()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -18,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+import msgspec
 from redis.asyncio import Redis
 
 from patchlog.ops.randomops import single_op, stale_base
@@ -27,9 +27,10 @@ from patchlog.streams.client import Client
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import read_head
+from patchlog.streams.server import free_port
 from patchlog.streams.settings import Settings
 
-__all__ = ["free_port", "run_demo"]
+__all__ = ["run_demo"]
 
 _MALFORMED: list[dict[str, str]] = [
     {"doc": "d", "base": "0"},
@@ -39,13 +40,6 @@ _MALFORMED: list[dict[str, str]] = [
     {"doc": "d", "base": "0", "ops": '[{"op":"delete","from":true}]'},
     {"doc": "../escape", "base": "0", "ops": "[]"},
 ]
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _agent(
@@ -85,11 +79,17 @@ async def _agent(
         outcomes[outcome.status.value + (f":{outcome.code.value}" if outcome.code else "")] += 1
 
 
-async def run_demo(*, patches: int, agents: int, docs: int, keep: bool = False) -> int:
-    """Run the demo; returns the exit status (0 when every check passed)."""
+async def run_demo(
+    base: Settings, *, patches: int, agents: int, docs: int, keep: bool = False
+) -> int:
+    """Run the demo with ``base`` settings (environment and flags) on a fresh embedded
+    server in a temporary folder; returns the exit status (0 when every check passed)."""
     folder = Path(tempfile.mkdtemp(prefix="patchlog-demo-"))
     port = free_port()
-    settings = Settings(data_dir=str(folder), port=port, base_ahead_wait=1.0)
+    # The demo owns its server, folder and port; everything else is the user's.
+    settings = msgspec.structs.replace(
+        base, redis_url=None, data_dir=str(folder), port=port, base_ahead_wait=1.0
+    )
     supervisor = Supervisor(settings, normalize=2, execute=2)
     click.echo(f"demo: server on 127.0.0.1:{port}, data in {folder}")
     await supervisor.start()

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from patchlog.streams.errors import ServerError
 from patchlog.streams.settings import Fsync
 
-__all__ = ["EmbeddedServer", "die_with_parent", "server_binary"]
+__all__ = ["EmbeddedServer", "die_with_parent", "free_port", "server_binary"]
 
 
 def server_binary() -> Path:
@@ -37,6 +37,13 @@ def server_binary() -> Path:
         return Path(get_binary_path())
     except Exception as err:
         raise ServerError(f"no valkey-server binary for this platform: {err}") from err
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now (for a server of a test or demo)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def die_with_parent() -> None:

@@ -17,14 +17,13 @@ from redis.asyncio import Redis
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
 from patchlog.consumers.runner import Runner
-from patchlog.ops.demo import free_port
 from patchlog.ops.randomops import single_op, stale_base
 from patchlog.streams.client import Client
 from patchlog.streams.codec import decode_event
 from patchlog.streams.log import read_head
 from patchlog.streams.schema import Outcome
 from patchlog.streams.scripts import Scripts
-from patchlog.streams.server import server_binary
+from patchlog.streams.server import free_port, server_binary
 from patchlog.streams.settings import Settings
 
 __all__ = [

@@ -157,37 +157,37 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
     own = Settings(redis_url=srv.url, namespace="fault")
     redis = connect(own, srv.url, name="fault-test", block_ms=2000)
     workers = [Worker(own, srv.url, s, f"{s}-1", tmp_path) for s in ("normalize", "execute")]
-    for w in workers:
-        await w.start()
-    for w in workers:
-        await wait_for_lease(redis, own, w)
-    acked: set[str] = set()
-    stop = asyncio.Event()
+    try:  # whatever fails, no worker or server outlives the test
+        for w in workers:
+            await w.start()
+        for w in workers:
+            await wait_for_lease(redis, own, w)
+        acked: set[str] = set()
+        stop = asyncio.Event()
 
-    async def submitter(k: int) -> None:
-        n = 0
-        while not stop.is_set():
-            pid = f"k{k}-{n}"
-            fields = {"doc": f"doc-{n % 7}", "base": "0", "id": pid,
-                      "ops": '[{"op":"insert","at":1,"lines":["x"]}]'}  # fmt: skip
-            try:
-                await redis.xadd(own.keys.patches, fields)  # type: ignore[arg-type]
-            except ServerError:
-                await asyncio.sleep(0.1)  # not acknowledged: may or may not exist
-                continue
-            acked.add(pid)
-            n += 1
+        async def submitter(k: int) -> None:
+            n = 0
+            while not stop.is_set():
+                pid = f"k{k}-{n}"
+                fields = {"doc": f"doc-{n % 7}", "base": "0", "id": pid,
+                          "ops": '[{"op":"insert","at":1,"lines":["x"]}]'}  # fmt: skip
+                try:
+                    await redis.xadd(own.keys.patches, fields)  # type: ignore[arg-type]
+                except ServerError:
+                    await asyncio.sleep(0.1)  # not acknowledged: may or may not exist
+                    continue
+                acked.add(pid)
+                n += 1
 
-    tasks = [asyncio.create_task(submitter(k)) for k in range(4)]
-    await asyncio.sleep(1.5)
-    srv.kill()
-    await srv.process.wait()  # type: ignore[union-attr]
-    await asyncio.sleep(0.5)
-    await srv.start()
-    await asyncio.sleep(1.5)
-    stop.set()
-    await asyncio.gather(*tasks)
-    try:
+        tasks = [asyncio.create_task(submitter(k)) for k in range(4)]
+        await asyncio.sleep(1.5)
+        srv.kill()
+        await srv.process.wait()  # type: ignore[union-attr]
+        await asyncio.sleep(0.5)
+        await srv.start()
+        await asyncio.sleep(1.5)
+        stop.set()
+        await asyncio.gather(*tasks)
         assert len(acked) > 100
         entries: Any = await redis.xrange(own.keys.patches)
         kept = {fields[b"id"].decode() for _, fields in entries}

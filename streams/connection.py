@@ -42,7 +42,17 @@ __all__ = ["PatchlogRedis", "ServerInfo", "check_server", "connect", "translate"
 # Error replies that pass by themselves. redis-py maps most to classes (below) and
 # strips the code from the text; BUSY (a script running too long) stays a plain reply.
 _TRANSIENT_CODES = frozenset(
-    {"BUSY", "LOADING", "OOM", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "NOSCRIPT"}
+    {
+        "BUSY",
+        "LOADING",
+        "OOM",
+        "MISCONF",  # a failed background save or a full disk: writes resume once fixed
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "READONLY",
+        "CLUSTERDOWN",
+        "NOSCRIPT",
+    }
 )
 _TRANSIENT_TYPES = (
     RedisTimeoutError,

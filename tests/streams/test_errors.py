@@ -33,6 +33,7 @@ from patchlog.streams.errors import (
         TryAgainError("try again"),
         BusyLoadingError("Redis is loading the dataset in memory"),
         ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"),
+        ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
         ResponseError(
             "Command # 2 (EVALSHA ab 3) of pipeline caused error: ('BUSY Redis is busy',)"
         ),
@@ -42,7 +43,8 @@ from patchlog.streams.errors import (
     ],
 )
 def test_pressure_and_lost_connections_are_transient_not_poison(err: RedisError) -> None:
-    """OOM, READONLY, TRYAGAIN, LOADING, BUSY, timeouts and drops are retried, never DLQ'd."""
+    """OOM, MISCONF, READONLY, TRYAGAIN, LOADING, BUSY, timeouts and drops are retried,
+    never dead-lettered."""
     translated = translate(err)
     assert isinstance(translated, ServerUnavailable)
     assert is_transient(translated)

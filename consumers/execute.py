@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import OUTCOMES, RETRIES
+from patchlog.consumers.order import earlier_pending
 from patchlog.consumers.runner import Entry, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
@@ -47,6 +48,7 @@ _RECORD = msgspec.json.Decoder(IdRecord)
 _ROUNDS = 50
 _CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
 _WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
+_LOOK_STEP = 1.0  # seconds between two scans for an earlier pending entry of its document
 
 
 _Item = tuple[Entry, NormalizedPatch]
@@ -59,6 +61,11 @@ class _Waiting(msgspec.Struct):
     entry: Entry
     since: float
     next_try: float
+    earlier: str | None = None
+    """An earlier entry of the same document still pending in the pipeline, found when
+    ``base_ahead_wait`` ran out: the patch keeps waiting for it (``pending_wait``)."""
+    next_look: float = 0.0
+    """When to look for such an entry again (monotonic s)."""
 
 
 class _Decision(msgspec.Struct):
@@ -174,6 +181,7 @@ class ExecuteStage:
                 p.doc for _, p in items if p.doc in self.docs and p.base > self.docs[p.doc].rev
             ]
         await self.docs.ensure(docs, check)
+        await self._look_for_earlier(items)
         # Replays and reused ids are not looked up first (a round trip per batch): the
         # script answers them, and a document whose chain they broke is decided again on
         # a fresh copy. Ids known owned from a previous round are.
@@ -287,6 +295,30 @@ class ExecuteStage:
         RETRIES.inc(len(retry))
         return retry, finals, bool(stale)
 
+    async def _look_for_earlier(self, items: Sequence[_Item]) -> None:
+        """For patches whose base is still ahead after ``base_ahead_wait``: is an earlier
+        entry of their document still pending (held by a dead worker, or read and lost)?
+        Looked up at most once a second per patch; rare, so plain reads are fine."""
+        now = time.monotonic()
+        for entry, patch in items:
+            waiting = self.waiting.get(entry[0])
+            if (
+                waiting is None
+                or now < waiting.next_look
+                or now - waiting.since < self.settings.base_ahead_wait
+                or patch.doc not in self.docs
+                or patch.base <= self.docs[patch.doc].rev
+            ):
+                continue
+            waiting.next_look = now + _LOOK_STEP
+            found = await earlier_pending(self.redis, self.keys, patch.doc, patch.src, entry[0])
+            if found is not None and waiting.earlier is None:
+                log.info(
+                    "base ahead: waiting for an earlier pending entry",
+                    doc=patch.doc, id=patch.id, earlier=found,
+                )  # fmt: skip
+            waiting.earlier = found
+
     async def _refresh_strict(self) -> None:
         if time.monotonic() - self._strict_at < 2.0:
             return
@@ -323,7 +355,13 @@ class ExecuteStage:
         if patch.base > doc.rev:
             now = time.monotonic()
             waiting = self.waiting.setdefault(entry[0], _Waiting(entry, now, now + _WAIT_STEP))
-            if now - waiting.since < self.settings.base_ahead_wait:
+            waited = now - waiting.since
+            if waited < self.settings.base_ahead_wait or (
+                # Not looked for an earlier entry of the document yet (the next round
+                # does), or one is still in the pipeline: wait, to decide in order.
+                waiting.next_look == 0.0
+                or (waiting.earlier is not None and waited < self.settings.pending_wait)
+            ):
                 return None
         later: list[Later] = []
         if patch.base < doc.rev:  # the newest revisions are last: walk back to the base

@@ -25,7 +25,7 @@ from patchlog.consumers.backoff import Backoff
 from patchlog.consumers.lease import Lease
 from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
 from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields
-from patchlog.streams.errors import CommandFailed, ServerError, is_transient
+from patchlog.streams.errors import CommandFailed, GroupMissing, ServerError, is_transient
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import DeadLetter, Outcome, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -48,6 +48,9 @@ Entry = tuple[str, dict[bytes, bytes]]
 
 
 _JSON = msgspec.json.Encoder()
+_FORGOTTEN_IDLE_MS = 1000
+"""Idle time after which an entry in a worker's own pending list that it does not know
+of is taken up again (a lost read reply); swept every ``claim_interval``."""
 
 
 class Stage(Protocol):
@@ -115,6 +118,7 @@ class Runner:
         self._stopping = asyncio.Event()
         self._failures: dict[str, _Failure] = {}
         self._transient = 0
+        self._group_missing = False
         self._next_claim = 0.0
         self._next_housekeeping = 0.0
         self.log = log.bind(stage=stage.name, consumer=consumer)
@@ -175,6 +179,7 @@ class Runner:
     async def _step(self) -> None:
         failed = False
         try:
+            await self._regroup()
             now = time.monotonic()
             if now >= self._next_claim:
                 self._next_claim = now + self.settings.claim_interval
@@ -206,6 +211,8 @@ class Runner:
 
     def _note_transient(self, err: BaseException) -> None:
         self._transient += 1
+        if isinstance(err, GroupMissing):
+            self._group_missing = True
         self.log.warning("transient server error", error=_describe(err), streak=self._transient)
 
     async def _read(self, start: str) -> list[Entry]:
@@ -233,12 +240,25 @@ class Runner:
             await self.redis.xack(self.stage.stream, self.stage.name, *gone)
         return [(eid.decode(), fields) for eid, fields in entries if fields is not None]
 
+    async def _regroup(self) -> None:
+        """Create the group again after a NOGROUP (the server lost it: restarted without
+        its data, failed over, flushed), so the worker goes on instead of failing forever.
+        From id 0: entries already decided are answered as replays, not applied again."""
+        if not self._group_missing:
+            return
+        await self.ensure_group()
+        self._group_missing = False
+        self.log.error(
+            "consumer group was missing; created it again from id 0", stream=self.stage.stream
+        )
+
     async def _own_pending(self) -> None:
         """Entries delivered to this consumer name before a restart sit in its pending
         list: work on them before anything new."""
         cursor = "0"
         while not self.stopping:
             try:
+                await self._regroup()
                 entries = await self._read(cursor)
             except ServerError as err:
                 if not is_transient(err):
@@ -256,7 +276,11 @@ class Runner:
     async def _sweep_own(self) -> None:
         """Take up entries idling in this consumer's own pending list that it does not
         know about: a read or claim whose reply was lost after the server delivered it."""
-        idle_ms = int((self.settings.socket_timeout * 2 + self.settings.block_ms / 1000) * 1000)
+        # The runner reads, claims and processes one thing at a time, so at this point
+        # every entry it knows of is acknowledged, held by the stage or scheduled for a
+        # retry: anything else in its pending list came from a reply it never read. A
+        # second of idleness is only a margin; the sweep runs every claim interval.
+        idle_ms = _FORGOTTEN_IDLE_MS
         rows: Any = await self.redis.xpending_range(
             self.stage.stream,
             self.stage.name,

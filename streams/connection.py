@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from patchlog.streams.errors import (
     CommandFailed,
+    GroupMissing,
     ServerError,
     ServerRefused,
     ServerUnavailable,
@@ -84,6 +85,8 @@ def translate(err: RedisError | OSError) -> ServerError:
         return ServerRefused(f"the server refused patchlog's credentials: {text}")
     if isinstance(err, (*_TRANSIENT_TYPES, RedisConnectionError, OSError)):
         return ServerUnavailable(f"server unavailable: {text or type(err).__name__}")
+    if text.startswith("NOGROUP") or " NOGROUP " in text:  # also inside a script's error
+        return GroupMissing(f"consumer group missing: {text}")
     if text.split(" ", 1)[0] in _TRANSIENT_CODES:
         return ServerUnavailable(f"server unavailable: {text}")
     return CommandFailed(text)

@@ -8,6 +8,7 @@
     ├── ServerError           the server cannot be started, reached or used
     │   ├── ServerRefused     reachable but unfit (version, eviction policy, credentials)
     │   ├── ServerUnavailable transient: connection lost, timeout, OOM, BUSY, LOADING, failover
+    │   │   └── GroupMissing  a consumer group is gone (NOGROUP): the runner recreates it
     │   └── CommandFailed     the server answered one command with an error reply
     ├── VerifyFailed          the revision log and the live state disagree
     ├── NotFound              a document or revision that does not exist
@@ -28,6 +29,7 @@ from patchlog.streams.schema import RejectCode
 __all__ = [
     "CommandFailed",
     "CorruptEntry",
+    "GroupMissing",
     "NotFound",
     "PatchlogError",
     "Rejected",
@@ -78,6 +80,12 @@ class ServerUnavailable(ServerError):
     """A failure that passes by itself: the connection dropped or timed out (after the
     client's own retries), or the server is loading, out of memory, busy with a script,
     read-only or failing over. Retried with backoff; never a reason to dead-letter."""
+
+
+class GroupMissing(ServerUnavailable):
+    """A stream's consumer group does not exist (``NOGROUP``): the server restarted
+    without its data, failed over, or was flushed. Transient for a stage: the runner
+    creates the group again (from id 0) and goes on."""
 
 
 class CommandFailed(ServerError):

@@ -72,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How long a patch id is remembered (and outcomes kept)."""
     base_ahead_wait: float = 5.0
     """How long a patch whose base does not exist yet waits for it."""
+    base_ahead_pending_wait: float = 30.0
+    """How long such a patch keeps waiting while an earlier entry for its document is
+    still pending in the pipeline (a worker that died holding it, a lost read); at least
+    ``reclaim_seconds`` is used whatever is set here."""
     strict: bool = False
     """Namespace-wide strict mode: any base but the head is ``stale``."""
     snapshot_every: int = 100
@@ -81,6 +85,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 0
     """Port of a worker's /metrics endpoint; 0 for none."""
     limits: Limits = msgspec.field(default_factory=Limits)
+
+    @property
+    def reclaim_seconds(self) -> float:
+        """Upper bound on how long an entry can sit with a dead or forgetful worker before
+        a live one takes it up: the lease runs out, then a claim scan finds it (or an own
+        sweep, for a lost read), with a second of margin for each step."""
+        return self.lease_ms / 1000 + 2 * self.claim_interval + 2.0
+
+    @property
+    def pending_wait(self) -> float:
+        """Seconds a patch whose base is ahead waits at most for an earlier entry of its
+        document (``base_ahead_pending_wait``, never below ``reclaim_seconds``)."""
+        return max(self.base_ahead_pending_wait, self.reclaim_seconds)
 
     @property
     def keys(self) -> Keys:

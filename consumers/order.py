@@ -1,0 +1,70 @@
+"""Whether an earlier entry of a document is still on its way through the pipeline.
+
+A patch whose base revision does not exist yet usually waits for a predecessor that is
+being decided right now. When that predecessor is held up instead (a worker died holding
+it and its lease has to run out, or a read's reply was lost), the patch must not be
+rejected ``base_ahead`` before it: it keeps waiting while an earlier entry for its
+document is pending in either consumer group. Entries are delivered to a group in stream
+order, so every earlier entry has been delivered: it is either acknowledged (decided) or
+in the group's pending list, which is where this looks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from patchlog.consumers.messages import decode_normalized
+from patchlog.streams.errors import CorruptEntry
+from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
+
+__all__ = ["earlier_pending"]
+
+_PAGE = 500
+_PAGES = 20  # at most 10,000 pending entries looked at per stream: a bounded scan
+
+
+async def _pending_before(redis: Redis, stream: str, group: str, before: str) -> list[bytes]:
+    """Ids pending in ``group`` below ``before`` (exclusive), oldest first, bounded."""
+    out: list[bytes] = []
+    low = "-"
+    for _ in range(_PAGES):
+        rows: Any = await redis.xpending_range(stream, group, low, "(" + before, _PAGE)
+        out += [row["message_id"] for row in rows]
+        if len(rows) < _PAGE:
+            break
+        low = "(" + rows[-1]["message_id"].decode()
+    return out
+
+
+async def _bodies(
+    redis: Redis, stream: str, ids: list[bytes]
+) -> list[tuple[str, dict[bytes, bytes]]]:
+    """(id, fields) of the entries that still exist, in one round trip."""
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream_id in ids:
+            pipe.xrange(stream, stream_id, stream_id)
+        replies: list[Any] = await pipe.execute()
+    return [(reply[0][0].decode(), reply[0][1]) for reply in replies if reply]
+
+
+async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str, entry: str) -> str | None:
+    """The id of an entry for ``doc`` that came before this patch and is still pending:
+    in the ingress stream below ``src`` (its ingress id) or in the normalized stream below
+    ``entry`` (its normalized id). ``None`` when there is none."""
+    want = doc.encode()
+    ingress = await _pending_before(redis, keys.patches, NORMALIZE, src)
+    for stream_id, fields in await _bodies(redis, keys.patches, ingress):
+        if fields.get(b"doc") == want:
+            return stream_id
+    internal = await _pending_before(redis, keys.normalized, EXECUTE, entry)
+    for stream_id, fields in await _bodies(redis, keys.normalized, internal):
+        try:
+            if decode_normalized(fields[b"p"]).doc == doc:
+                return stream_id
+        except (KeyError, CorruptEntry):
+            continue  # an entry nobody can read is no predecessor to wait for
+    return None

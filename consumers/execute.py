@@ -34,7 +34,7 @@ from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields, id_
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import CorruptEntry, Rejected, RetryLater
 from patchlog.streams.keys import EXECUTE
-from patchlog.streams.log import revisions_of, write_snapshot
+from patchlog.streams.log import read_strict, revisions_of, write_snapshot
 from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision
 from patchlog.streams.scripts import CommitKind, CommitRow, Scripts
 from patchlog.streams.settings import Settings
@@ -113,7 +113,6 @@ class ExecuteStage:
         self._contended_until = 0.0
         self.waiting: dict[str, _Waiting] = {}
         self._strict: dict[str, bool] = {}
-        self._strict_at = 0.0
         self.counts: dict[str, int] = {}
         self.cas_retries = 0
         self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
@@ -170,8 +169,8 @@ class ExecuteStage:
 
     async def _prepare(self, items: Sequence[_Item]) -> None:
         """Have every document of ``items`` cached at its head as far as known."""
-        await self._refresh_strict()
         docs = [p.doc for _, p in items]
+        self._strict = await read_strict(self.redis, self.keys, docs, self.settings.strict)
         if time.monotonic() < self._contended_until:
             # Other workers commit to these documents too: read their heads before
             # deciding rather than lose the race at commit time.
@@ -319,18 +318,6 @@ class ExecuteStage:
                 )  # fmt: skip
             waiting.earlier = found
 
-    async def _refresh_strict(self) -> None:
-        if time.monotonic() - self._strict_at < 2.0:
-            return
-        raw: Any = await self.redis.hgetall(self.keys.strict)
-        self._strict = {k.decode(): v in (b"1", b"on", b"true") for k, v in raw.items()}
-        self._strict_at = time.monotonic()
-
-    def _is_strict(self, doc: str) -> bool:
-        if doc in self._strict:
-            return self._strict[doc]
-        return self.settings.strict or self._strict.get("*", False)
-
     async def _ensure_history(self, items: Sequence[_Item]) -> None:
         """Fetch from the log the revisions a patch's rebase needs that the cache lacks."""
         for _, patch in items:
@@ -378,7 +365,7 @@ class ExecuteStage:
                 base=patch.base,
                 splices=patch.splices,
                 diff=patch.diff,
-                strict=self._is_strict(patch.doc),
+                strict=self._strict.get(patch.doc, self.settings.strict),
                 limits=self.settings.limits,
             )
         except Rejected as err:

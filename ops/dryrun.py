@@ -10,7 +10,7 @@ from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of, load_content
 from patchlog.streams.client import Client
 from patchlog.streams.errors import Rejected
-from patchlog.streams.log import read_head, revisions_of
+from patchlog.streams.log import read_head, read_strict, revisions_of
 from patchlog.streams.settings import Settings
 
 __all__ = ["dry_run"]
@@ -29,6 +29,7 @@ async def dry_run(
     try:
         patch = normalize_entry(("0-0", fields), settings)
         head = await read_head(client.redis, client.keys, doc)
+        strict = await read_strict(client.redis, client.keys, [doc], settings.strict)
         loaded = await load_content(client.redis, client.keys, doc, head)
         later = []
         if 0 <= patch.base < head.rev:
@@ -45,7 +46,7 @@ async def dry_run(
             base=patch.base,
             splices=patch.splices,
             diff=patch.diff,
-            strict=settings.strict,
+            strict=strict[doc],
             limits=settings.limits,
         )
     except Rejected as err:

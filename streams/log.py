@@ -26,6 +26,7 @@ __all__ = [
     "read_head",
     "read_heads",
     "read_snapshot",
+    "read_strict",
     "revisions_of",
     "revisions_since",
     "write_snapshot",
@@ -172,3 +173,22 @@ async def iter_revisions(
         if len(batch) < page:
             return
         cursor = "(" + batch[-1][0].decode()
+
+
+_ON = (b"1", b"on", b"true")
+
+
+async def read_strict(
+    redis: Redis, keys: Keys, docs: Sequence[str], default: bool = False
+) -> dict[str, bool]:
+    """Whether each of ``docs`` is in strict mode, in one round trip: its own entry in
+    the strict hash if it has one, else the namespace's ``*`` entry, else ``default``
+    (the ``strict`` setting). Read afresh by every decision, so that an ``HSET`` holds
+    for every patch decided after it returned."""
+    names = list(dict.fromkeys(docs))
+    raw: Any = await redis.hmget(keys.strict, ["*", *names])
+    fallback = default or raw[0] in _ON
+    return {
+        name: fallback if value is None else value in _ON
+        for name, value in zip(names, raw[1:], strict=True)
+    }

@@ -11,10 +11,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from patchlog.consumers.runner import Runner
+from patchlog.ops.dryrun import dry_run
 from patchlog.projections.load import read_document
 from patchlog.streams.client import Client
 from patchlog.streams.keys import EXECUTE, NORMALIZE
-from patchlog.streams.schema import Outcome, OutcomeStatus
+from patchlog.streams.schema import Outcome, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
 from tests.integration.helpers import by_src, drain, outcomes, runners
@@ -135,3 +136,30 @@ async def test_workers_create_a_vanished_group_again_and_go_on(
     ]
     assert set(by_src(rows).values()) == {1}
     assert await read_document(redis, settings.keys, "d") == (2, ["before", "after"])
+
+
+async def test_strict_mode_holds_from_the_moment_hset_returns(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A document set strict with HSET rejects the next stale patch as stale, even when
+    the execute worker read the strict flags a moment before; dry runs agree."""
+    client = Client(redis, settings.keys)
+    workers = runners(redis, settings, scripts, drain=False)
+    tasks = [asyncio.create_task(r.run()) for r in workers]
+    try:
+        await client.submit("d", 0, ops=insert(1, "one"), id="p1")
+        await until_outcomes(redis, settings, 1, 30)
+        await redis.hset(settings.keys.strict, "d", "1")
+        await client.submit("d", 0, ops=insert(1, "stale"), id="p2")
+        rows = await until_outcomes(redis, settings, 2, 30)
+        text, accepted = await dry_run(client, settings, "d", 0, '[{"op":"delete","from":1}]', None)
+    finally:
+        for r in workers:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+    assert [(o.id, o.status, o.code) for o in rows] == [
+        ("p1", OutcomeStatus.COMMITTED, None),
+        ("p2", OutcomeStatus.REJECTED, RejectCode.STALE),
+    ]
+    assert not accepted
+    assert '"code": "stale"' in text

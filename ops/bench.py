@@ -30,13 +30,14 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import quiet_gc
 from patchlog.ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
 from patchlog.ops.supervisor import Supervisor
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import EXECUTE
 from patchlog.streams.server import die_with_parent, free_port
-from patchlog.streams.settings import Settings
+from patchlog.streams.settings import Fsync, Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
 
@@ -103,9 +104,11 @@ async def run_scenario(
     execute_workers: int = 1,
     progress: Any = None,
     naive: bool = False,
+    fsync: Fsync = Fsync.ALWAYS,
 ) -> BenchResult:
     """Run one scenario for ``seconds`` of measured load (after 1 s of warm-up), on
-    patchlog's workers or, with ``naive``, on the naive pipeline's process instead."""
+    patchlog's workers or, with ``naive``, on the naive pipeline's process instead;
+    ``fsync`` is the embedded server's ``appendfsync`` (without ``url``)."""
     with quiet_gc():  # the clients' own pauses would count as the pipeline's latency
         return await _measure(
             scenario,
@@ -115,6 +118,7 @@ async def run_scenario(
             workers=(normalize_workers, execute_workers),
             progress=progress,
             naive=naive,
+            fsync=fsync,
         )
 
 
@@ -127,10 +131,13 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
     workers: tuple[int, int],
     progress: Any,
     naive: bool,
+    fsync: Fsync,
 ) -> BenchResult:
     folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
     namespace = f"bench{random.randrange(1 << 30):x}"
-    settings = Settings(redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace)
+    settings = Settings(
+        redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace, fsync=fsync
+    )
     supervisor = Supervisor(
         settings,
         normalize=0 if naive else workers[0],
@@ -369,6 +376,7 @@ async def run_bench(
     baselines: bool,
     out: Path | None,
     min_ratio: float | None,
+    fsync: Fsync = Fsync.ALWAYS,
 ) -> int:
     """Run scenarios and baselines, print a table, write JSON; the exit status.
 
@@ -402,25 +410,33 @@ async def run_bench(
                     execute_workers=execute_workers,
                     progress=report,
                     naive=naive,
+                    fsync=fsync,
                 )
             )
             bar.update(task, completed=1.0)
     base: dict[str, float] = {}
     if baselines:
         console.print("baselines: raw ceiling and naive pipeline alone...")
-        base = await _alone(url, count=max(20_000, *(r.committed for r in results)))
+        base = await _alone(url, count=max(20_000, *(r.committed for r in results)), fsync=fsync)
     by_name = {r.scenario: r for r in results}
     ratio = None
     if "default" in by_name and "default (naive)" in by_name:
         ratio = by_name["default"].committed_per_s / by_name["default (naive)"].committed_per_s
     out_console = Console(width=None if console.is_terminal else 200)
     _report(out_console, results, base, ratio, (normalize_workers, execute_workers))
+    # Durability costs throughput: a figure means little without the policy it ran with.
+    out_console.print(
+        f"server: {redact(url)} (its own appendfsync)"
+        if url
+        else f"embedded server: appendfsync {fsync}"
+    )
     if out is not None:
         payload = {
             "machine": {"cores": os.cpu_count()},
             "results": [msgspec.to_builtins(r) for r in results],
             "baselines": base,
             "ratio_vs_naive": ratio,
+            "fsync": None if url else fsync.value,
         }
         await asyncio.to_thread(out.write_text, json.dumps(payload, indent=2) + "\n")
         out_console.print(f"figures written to {out}")
@@ -432,7 +448,7 @@ async def run_bench(
     return 0
 
 
-async def _alone(url: str | None, *, count: int) -> dict[str, float]:
+async def _alone(url: str | None, *, count: int, fsync: Fsync) -> dict[str, float]:
     """The raw ceiling and the naive pipeline draining a backlog, alone on a server."""
     from patchlog.ops.baselines import naive_pipeline, raw_ceiling  # noqa: PLC0415
     from patchlog.streams.server import EmbeddedServer  # noqa: PLC0415
@@ -440,7 +456,7 @@ async def _alone(url: str | None, *, count: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="patchlog-baseline-"))
     server = None
     if url is None:
-        server = EmbeddedServer(folder, port=free_port())
+        server = EmbeddedServer(folder, port=free_port(), fsync=fsync)
         await server.start()
     where = url or (server.url if server else "")
     redis = connect(Settings(), where, block_ms=1000)

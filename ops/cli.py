@@ -17,7 +17,7 @@ import msgspec
 import uvloop
 
 from patchlog import __version__
-from patchlog.ops.config import env_help, load_settings
+from patchlog.ops.config import env_help, load_settings, redis_url_source
 from patchlog.ops.logs import configure_logging
 from patchlog.streams.errors import (
     CorruptEntry,
@@ -91,6 +91,12 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 def _url(settings: Settings) -> str:
     return settings.redis_url or f"redis://{settings.host}:{settings.port}/0"
+
+
+def _url_source(ctx: click.Context) -> str | None:
+    """Where the server URL came from: --redis-url, PATCHLOG_REDIS_URL, REDIS_URL, or
+    ``None`` (the embedded server's address)."""
+    return redis_url_source(overrides=ctx.find_root().meta.get(_GLOBALS, {}))
 
 
 def _handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
@@ -177,15 +183,21 @@ def up(
 ) -> None:
     """Run the pipeline: the server (embedded unless a URL is set) and the stage workers.
 
-    Ctrl-C stops everything cleanly.
+    The server is checked before any worker starts; an embedded server that dies is
+    restarted from its AOF. Ctrl-C stops everything cleanly.
     """
     from patchlog.ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
 
     settings = _settings(ctx, fsync=fsync)
+    source = _url_source(ctx)
 
-    async def main() -> None:
+    async def main() -> int:
         supervisor = Supervisor(
-            settings, normalize=n_normalize, execute=n_execute, metrics_base=metrics_port
+            settings,
+            normalize=n_normalize,
+            execute=n_execute,
+            metrics_base=metrics_port,
+            url_source=source,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,12 +219,12 @@ def up(
         )
         click.echo("  Ctrl-C stops everything.")
         try:
-            await supervisor.watch()
+            return await supervisor.watch()
         finally:
             click.echo("stopping...")
             await supervisor.shutdown()
 
-    run(main())
+    sys.exit(run(main()))
 
 
 @cli.command()
@@ -220,15 +232,30 @@ def up(
 @click.argument("stage", type=click.Choice(["normalize", "execute"]))
 @click.option("--name", help="Consumer name (stable per worker slot; default stage-host-pid).")
 @click.option("--burst", is_flag=True, help="Drain the stream and the pending list, then exit.")
+@click.option(
+    "--supervised", is_flag=True, hidden=True, help="Started by `patchlog up`, which checked"
+    " the server and logged any warning about it once.",
+)  # fmt: skip
 @click.pass_context
 @_handle_errors
-def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> None:
-    """Run one stage worker (for systemd, Kubernetes, or scaling by hand)."""
+def worker(ctx: click.Context, stage: str, name: str | None, burst: bool, supervised: bool) -> None:
+    """Run one stage worker (for systemd, Kubernetes, or scaling by hand).
+
+    It checks the server first and exits at once (status 3) if it cannot use it.
+    """
     from patchlog.ops.worker import default_consumer, run_worker  # noqa: PLC0415
 
     settings = _settings(ctx)
     status = run(
-        run_worker(settings, _url(settings), stage, name or default_consumer(stage), burst=burst)
+        run_worker(
+            settings,
+            _url(settings),
+            stage,
+            name or default_consumer(stage),
+            burst=burst,
+            source=_url_source(ctx),
+            warn=not supervised,
+        )
     )
     sys.exit(status)
 
@@ -239,7 +266,7 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool) -> Non
 @click.pass_context
 @_handle_errors
 def server(ctx: click.Context, fsync: str | None) -> None:
-    """Run the embedded server alone, until Ctrl-C."""
+    """Run the embedded server alone, until Ctrl-C (it locks its data folder)."""
     from patchlog.streams.server import EmbeddedServer  # noqa: PLC0415
 
     settings = _settings(ctx, fsync=fsync)
@@ -269,6 +296,9 @@ def server(ctx: click.Context, fsync: str | None) -> None:
 async def _client_call(
     settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0
 ) -> T:
+    """Run ``action`` with a client of the server. Raises ``ServerError`` naming the URL
+    and where it came from if there is no server."""
+    from patchlog.ops.worker import describe_url  # noqa: PLC0415
     from patchlog.streams.client import Client  # noqa: PLC0415
     from patchlog.streams.connection import connect  # noqa: PLC0415
 
@@ -277,13 +307,24 @@ async def _client_call(
         try:
             await redis.ping()
         except ServerUnavailable as err:
-            raise ServerError(
-                f"no server at {_url(settings)} ({err}); start one with `patchlog up`, "
-                "or set PATCHLOG_REDIS_URL"
-            ) from None
+            ctx = click.get_current_context(silent=True)
+            where = describe_url(_url(settings), _url_source(ctx) if ctx else None)
+            hint = "" if settings.redis_url else "; start it with `patchlog up`"
+            raise ServerError(f"no server at {where}: {err}{hint}") from None
         return await action(Client(redis, settings.keys, settings.durability))
     finally:
         await redis.aclose()
+
+
+async def _server_folder(redis: Any) -> str:
+    """The server's data folder (``CONFIG GET dir``), or why it cannot be told."""
+    from patchlog.streams.errors import CommandFailed, ServerRefused  # noqa: PLC0415
+
+    try:
+        folder = (await redis.config_get("dir")).get("dir")
+    except (CommandFailed, ServerRefused):
+        return "unknown (CONFIG GET is not allowed)"
+    return str(folder)
 
 
 @cli.command()
@@ -356,11 +397,27 @@ def submit(
 @click.pass_context
 @_handle_errors
 def show(ctx: click.Context, doc: str, rev: int | None) -> None:
-    """Print a document (at its head, or at --rev)."""
+    """Print a document (at its head, or at --rev); status 4 if it does not exist."""
+    from patchlog.ops.config import redact  # noqa: PLC0415
     from patchlog.projections.history import content_at  # noqa: PLC0415
+    from patchlog.streams.log import read_head  # noqa: PLC0415
 
     settings = _settings(ctx)
-    _, lines = run(_client_call(settings, lambda c: content_at(c.redis, settings.keys, doc, rev)))
+
+    async def show_doc(client: Any) -> tuple[int, list[str]]:
+        try:
+            return await content_at(client.redis, settings.keys, doc, rev)
+        except NotFound as err:
+            if (await read_head(client.redis, settings.keys, doc)).rev:
+                raise  # the document exists; the revision does not
+            # The likeliest cause is another server or folder than the user thinks.
+            raise NotFound(
+                f"no document {doc!r} in namespace {settings.namespace!r} on "
+                f"{redact(_url(settings))} (data folder {await _server_folder(client.redis)}): "
+                "no patch was ever committed to it"
+            ) from err
+
+    _, lines = run(_client_call(settings, show_doc))
     for line in lines:
         click.echo(line)
 
@@ -462,6 +519,7 @@ def bench(
             baselines=baselines,
             out=Path(json_out) if json_out else None,
             min_ratio=min_ratio,
+            fsync=settings.fsync,
         )
     )
     sys.exit(status)

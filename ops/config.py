@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,14 @@ import msgspec
 from patchlog.streams.limits import Limits
 from patchlog.streams.settings import Settings
 
-__all__ = ["ENV_PREFIX", "env_help", "load_settings", "settings_env"]
+__all__ = [
+    "ENV_PREFIX",
+    "env_help",
+    "load_settings",
+    "redact",
+    "redis_url_source",
+    "settings_env",
+]
 
 ENV_PREFIX = "PATCHLOG_"
 _LIMIT_FIELDS = {f.name for f in msgspec.structs.fields(Limits)}
@@ -64,6 +72,32 @@ def load_settings(
     except msgspec.ValidationError as err:
         path = str(err).rsplit("`$.", 1)[-1].rstrip("`")
         raise ValueError(f"{ENV_PREFIX}{path.upper()}: {err}") from None
+
+
+def redis_url_source(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> str | None:
+    """Where ``load_settings`` took the server URL from, by the same precedence:
+    ``--redis-url``, ``PATCHLOG_REDIS_URL`` or ``REDIS_URL``; ``None`` if from nowhere
+    (the embedded server)."""
+    env = os.environ if env is None else env
+    if (overrides or {}).get("redis_url") is not None:
+        return "--redis-url"
+    if env.get(ENV_PREFIX + "REDIS_URL") is not None:
+        return ENV_PREFIX + "REDIS_URL"
+    if env.get("REDIS_URL"):
+        return "REDIS_URL"
+    return None
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -1,5 +1,13 @@
 """``patchlog up``: the embedded server (unless a URL is given) and the stage processes,
-restarted if they die, stopped cleanly on Ctrl-C."""
+restarted if they die, stopped cleanly on Ctrl-C.
+
+The server is checked once before any worker starts (``check_once``). An embedded
+server that dies is restarted from its AOF with backoff while the workers wait and
+reconnect by themselves; after ``SERVER_ATTEMPTS`` failed restarts ``watch`` raises
+``ServerError``. A stage whose worker exits ``GIVE_UP_AFTER`` times in a row within
+``FAST_EXIT`` seconds of starting is failing at start, not crashing now and then:
+``watch`` gives up and returns its exit status instead of restarting it forever.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +23,24 @@ import structlog
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
+from patchlog.ops.worker import check_once
+from patchlog.streams.connection import ServerInfo, connect
+from patchlog.streams.errors import DataDirLocked, ServerError
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import EmbeddedServer, die_with_parent
 from patchlog.streams.settings import Settings
 
-__all__ = ["Supervisor", "WorkerProcess"]
+__all__ = ["FAST_EXIT", "GIVE_UP_AFTER", "SERVER_ATTEMPTS", "Supervisor", "WorkerProcess"]
 
 log = structlog.get_logger("patchlog.up")
+
+FAST_EXIT = 5.0
+"""Seconds: a worker that exits sooner after its start failed at start."""
+GIVE_UP_AFTER = 3
+"""Failures at start in a row after which a stage is given up."""
+SERVER_ATTEMPTS = 5
+"""Restarts of the embedded server tried (with backoff) before ``up`` gives up."""
+_SERVER_STEADY = 60.0  # seconds up after which an embedded server's exits count afresh
 
 
 class WorkerProcess:
@@ -45,6 +64,8 @@ class WorkerProcess:
         """Where the process's output goes (appended); ``None``: the supervisor's."""
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.fast_exits = 0
+        """Exits in a row within ``FAST_EXIT`` seconds of starting."""
         self.started = 0.0
 
     async def start(self) -> None:
@@ -57,6 +78,7 @@ class WorkerProcess:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "patchlog.ops.cli", "worker", self.stage, "--name", self.name,
+                "--supervised",  # the supervisor checked the server and warned once for all
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
@@ -101,8 +123,15 @@ class Supervisor:
         execute: int = 1,
         metrics_base: int = 0,
         worker_log: Path | None = None,
+        url_source: str | None = None,
     ) -> None:
+        """``url_source`` says where ``settings.redis_url`` came from (``--redis-url``,
+        ``PATCHLOG_REDIS_URL``, ``REDIS_URL``), for messages."""
         self.settings = settings
+        self.url_source = url_source
+        self.worker_log = worker_log
+        self.info: ServerInfo | None = None
+        """What ``start`` learned about the server."""
         self.server: EmbeddedServer | None = None
         if settings.redis_url is None:
             self.server = EmbeddedServer(
@@ -128,11 +157,36 @@ class Supervisor:
                 port = port + 1 if port else 0
         self._stop = asyncio.Event()
         self.backoff = Backoff(base=0.5, cap=10.0)
+        # Sooner for the server: the pipeline waits for it, and a restart from the AOF
+        # either works at once or fails the same way each time.
+        self.server_backoff = Backoff(base=0.25, cap=5.0)
+        self._server_failures = 0
+        self._server_started = 0.0
 
     async def start(self) -> None:
-        """Start the server (if embedded) and every worker."""
+        """Start the server (if embedded), check it once, then start every worker.
+
+        Raises ``DataDirLocked`` if another process uses the data folder, and
+        ``ServerError`` naming the URL and its source if the server cannot be started,
+        reached or used; no worker is started then (and an embedded server is stopped).
+        """
         if self.server is not None:
             await self.server.start()
+            self._server_started = time.monotonic()
+        try:
+            redis = connect(self.settings, self.url, name="patchlog-up")
+            try:
+                # The warning about a URL server's persistence is logged here, once,
+                # not by every worker; the embedded server is configured by us.
+                self.info = await check_once(
+                    redis, self.url, self.url_source, persistence=self.server is None
+                )
+            finally:
+                await redis.aclose()
+        except BaseException:
+            if self.server is not None:
+                await self.server.stop()
+            raise
         for worker in self.workers:
             await worker.start()
 
@@ -140,29 +194,93 @@ class Supervisor:
         """Ask ``watch`` to return."""
         self._stop.set()
 
-    async def watch(self) -> None:
-        """Restart workers that die, until ``stop``."""
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.5)
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped meanwhile; whether ``stop`` was called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
+
+    async def watch(self) -> int:
+        """Restart the embedded server and workers that die, until ``stop``; 0 then.
+
+        Returns a stage's own non-zero exit status when its worker failed at start
+        ``GIVE_UP_AFTER`` times in a row (it logs why). Raises ``ServerError`` if the
+        embedded server cannot be restarted in ``SERVER_ATTEMPTS`` tries.
+        """
+        while not await self._pause(0.5):
+            process = self.server.process if self.server is not None else None
+            if process is not None and process.returncode is not None:
+                await self._restart_server(process.returncode)
             for worker in self.workers:
                 if worker.alive or self._stop.is_set() or worker.process is None:
                     continue
                 status = worker.process.returncode
+                assert status is not None  # not alive: it exited
                 ran = time.monotonic() - worker.started
                 if ran > 60:
                     worker.restarts = 0
+                worker.fast_exits = worker.fast_exits + 1 if ran < FAST_EXIT else 0
+                if worker.fast_exits >= GIVE_UP_AFTER:
+                    output = f"its output is in {self.worker_log}" if self.worker_log else (
+                        "its output above says why")  # fmt: skip
+                    log.error(
+                        f"stage {worker.stage} keeps failing at start: {worker.name} exited "
+                        f"{worker.fast_exits} times in a row within {FAST_EXIT:.0f} s of "
+                        f"starting, last with status {status}; giving up ({output})",
+                        worker=worker.name,
+                        status=status,
+                    )
+                    return status if status > 0 else 1  # a signal's negative status
                 worker.restarts += 1
                 delay = self.backoff.compute(worker.restarts)
                 log.warning(
                     "worker exited; restarting", worker=worker.name, status=status, delay=delay
                 )
-                await asyncio.sleep(delay)
+                if await self._pause(delay):
+                    break
                 await worker.start()
-            process = self.server.process if self.server is not None else None
-            if process is not None and process.returncode is not None:
-                log.error("the embedded server exited", status=process.returncode)
-                self._stop.set()
+        return 0
+
+    async def _restart_server(self, status: int) -> None:
+        """Start the embedded server again from its AOF, with backoff; the workers
+        reconnect by themselves. Raises ``ServerError`` after ``SERVER_ATTEMPTS``
+        failures in a row (a server that ran ``_SERVER_STEADY`` s starts a new count)."""
+        server = self.server
+        assert server is not None
+        if time.monotonic() - self._server_started > _SERVER_STEADY:
+            self._server_failures = 0
+        last = f"it exited with status {status}"
+        while True:
+            self._server_failures += 1
+            if self._server_failures > SERVER_ATTEMPTS:
+                log_named = str(server.log_path) in last
+                raise ServerError(
+                    f"the embedded server at {server.url} could not be restarted "
+                    f"({SERVER_ATTEMPTS} attempts; last: {last})"
+                    + ("" if log_named else f"; its log: {server.log_path}")
+                )
+            delay = self.server_backoff.compute(self._server_failures)
+            log.warning(
+                "the embedded server exited; restarting it from its AOF",
+                status=status,
+                attempt=self._server_failures,
+                delay=round(delay, 2),
+            )
+            if await self._pause(delay):
+                return
+            try:
+                # A restart that timed out may have left a server loading: not two.
+                await server.stop(unlock=False)
+                await server.start()
+            except DataDirLocked:
+                raise  # not ours any more: restarting cannot help
+            except ServerError as err:
+                last = str(err)
+                log.warning("the embedded server did not restart", error=last)
+                continue
+            self._server_started = time.monotonic()
+            log.info("the embedded server is back", url=server.url)
+            return
 
     async def shutdown(self) -> None:
         """SIGTERM the workers, wait for them (bounded), then stop the server."""

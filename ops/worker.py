@@ -1,4 +1,9 @@
-"""One stage process: connect, check the server, run the stage until told to stop.
+"""One stage process: connect, check the server once, run the stage until told to stop.
+
+The check (``check_once``, also run by ``patchlog up`` before it starts any worker)
+fails at once, naming the URL and where it came from, if the server cannot be reached or
+refuses patchlog, and logs one warning if the server's persistence is weaker than
+patchlog's own server (AOF on, ``appendfsync always``).
 
 SIGTERM or SIGINT: stop reading, finish and acknowledge the batch in hand, exit 0 within
 ``shutdown_grace`` seconds; a second signal exits at once (status 130).
@@ -14,19 +19,21 @@ import socket
 import traceback
 
 import structlog
+from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
 from patchlog.consumers.runner import Runner, Stage
+from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import collect_every, quiet_gc
 from patchlog.ops.metrics import serve_metrics
-from patchlog.streams.connection import check_server, connect
-from patchlog.streams.errors import ServerError
+from patchlog.streams.connection import ServerInfo, check_server, connect, read_persistence
+from patchlog.streams.errors import PatchlogError, ServerError, ServerRefused, ServerUnavailable
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.scripts import load
 from patchlog.streams.settings import Settings
 
-__all__ = ["STAGES", "default_consumer", "run_worker"]
+__all__ = ["STAGES", "check_once", "default_consumer", "describe_url", "run_worker"]
 
 STAGES = (NORMALIZE, EXECUTE)
 log = structlog.get_logger("patchlog.worker")
@@ -38,10 +45,68 @@ def default_consumer(stage: str) -> str:
     return f"{stage}-{socket.gethostname()}-{os.getpid()}"
 
 
+def describe_url(url: str, source: str | None) -> str:
+    """``url`` (its password hidden) and where it came from, for messages: ``source`` is
+    ``--redis-url``, ``PATCHLOG_REDIS_URL``, ``REDIS_URL`` or ``None`` (the embedded
+    server's address, from the host and port settings)."""
+    where = (
+        f"from {source}"
+        if source
+        else "the embedded server's address: no --redis-url, PATCHLOG_REDIS_URL or REDIS_URL"
+    )
+    return f"{redact(url)} ({where})"
+
+
+async def check_once(
+    redis: Redis, url: str, source: str | None, *, persistence: bool = True
+) -> ServerInfo:
+    """Check the server at ``url`` before any work: reachable, recent enough, never
+    evicting; with ``persistence``, log one warning if a kill -9 of it or a machine
+    crash could lose acknowledged submissions (see ``Persistence.risk``).
+
+    Raises ``ServerError`` (``ServerRefused`` for an unfit server) whose message names
+    the URL and ``source`` (as in ``describe_url``).
+    """
+    where = describe_url(url, source)
+    try:
+        info = await check_server(redis)
+        found = await read_persistence(redis) if persistence else None
+    except ServerRefused as err:
+        raise ServerRefused(f"{err} (server {where})") from err
+    except ServerError as err:
+        reason = str(err.__cause__) if isinstance(err.__cause__, ServerUnavailable) else str(err)
+        raise ServerError(f"no server at {where}: {reason}") from err
+    risk = found.risk() if found is not None else None
+    if risk is not None:
+        setting, loss = risk
+        log.warning(
+            "the server's persistence is weaker than patchlog's default "
+            "(appendonly yes, appendfsync always)",
+            setting=setting,
+            loss=loss,
+            server=redact(url),
+        )
+    return info
+
+
 async def run_worker(
-    settings: Settings, url: str, stage_name: str, consumer: str, *, burst: bool = False
+    settings: Settings,
+    url: str,
+    stage_name: str,
+    consumer: str,
+    *,
+    burst: bool = False,
+    source: str | None = None,
+    warn: bool = True,
 ) -> int:
-    """Run one stage worker; returns the process exit status (0 after a clean stop)."""
+    """Run one stage worker; returns the process exit status (0 after a clean stop).
+
+    ``source`` says where ``url`` came from (for messages); ``warn=False`` skips the
+    persistence warning (``patchlog up`` reported it once for all its workers). Raises
+    ``ServerError`` naming the URL if the server cannot be used at start; later
+    transient failures are retried by the runner, and a ``PatchlogError`` that stops
+    it (a permission refused, a key of the wrong type) is raised.
+    """
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; choose from {', '.join(STAGES)}")
     loop = asyncio.get_running_loop()
@@ -60,7 +125,7 @@ async def run_worker(
         loop.add_signal_handler(sig, on_signal)
     redis = connect(settings, url, name=f"patchlog-{consumer}", block_ms=settings.block_ms)
     try:
-        info = await check_server(redis)
+        info = await check_once(redis, url, source, persistence=warn)
         scripts = load(redis)
         stage: Stage
         if stage_name == NORMALIZE:
@@ -86,9 +151,6 @@ async def run_worker(
                 return await _run_until_stopped(runner, stop, settings.shutdown_grace)
             finally:
                 collector.cancel()
-    except ServerError as err:
-        log.exception("server unusable", error=str(err))
-        return 2
     finally:
         with contextlib.suppress(Exception):
             await redis.aclose()
@@ -116,6 +178,10 @@ async def _run_until_stopped(runner: Runner, stop: asyncio.Event, grace: float) 
             return 1
     stopped.cancel()
     error = task.exception()
+    if isinstance(error, PatchlogError):
+        # Expected (a permission refused, a key of the wrong type): the CLI prints it as
+        # one line with its documented status; a traceback would bury it.
+        raise error
     if error is not None:
         log.error("worker failed", error=f"{type(error).__name__}: {error}", exc_info=error)
         return 1

@@ -20,9 +20,14 @@ async def content_at(
 ) -> tuple[int, list[str]]:
     """``doc``'s lines at revision ``rev`` (its head when ``None``).
 
-    Raises ``NotFound`` if ``rev`` is negative or past the head.
+    Raises ``NotFound`` if ``doc`` has no revisions (no patch ever committed to it: it
+    does not exist, at any revision), or if ``rev`` is negative or past the head.
     """
     head = await read_head(redis, keys, doc)
+    if head.rev == 0:
+        # Not the empty document: a name nobody wrote to is most likely a typo or the
+        # wrong server, and printing nothing would read as "my document is empty".
+        raise NotFound(f"no document {doc!r}: no patch was ever committed to it")
     if rev is None or rev == head.rev:
         loaded = await load_content(redis, keys, doc, head)
         return loaded.rev, loaded.lines

@@ -38,7 +38,15 @@ from patchlog.streams.errors import (
 )
 from patchlog.streams.settings import Settings
 
-__all__ = ["PatchlogRedis", "ServerInfo", "check_server", "connect", "translate"]
+__all__ = [
+    "PatchlogRedis",
+    "Persistence",
+    "ServerInfo",
+    "check_server",
+    "connect",
+    "read_persistence",
+    "translate",
+]
 
 # Error replies that pass by themselves. redis-py maps most to classes (below) and
 # strips the code from the text; BUSY (a script running too long) stays a plain reply.
@@ -199,3 +207,66 @@ async def check_server(redis: Redis) -> ServerInfo:
             "(revisions, idempotency records); set it to noeviction"
         )
     return ServerInfo(product, version, policy)
+
+
+class Persistence(msgspec.Struct, frozen=True):
+    """The server's AOF settings, as far as patchlog could read them."""
+
+    appendonly: bool | None
+    """Whether the AOF is on; ``None`` if it could not be read."""
+    appendfsync: str | None
+    """``always``, ``everysec`` or ``no``; ``None`` if it could not be read."""
+    error: str | None = None
+    """Why ``CONFIG GET`` failed (disabled, renamed, not permitted), if it did."""
+
+    def risk(self) -> tuple[str, str] | None:
+        """``(setting, what it can lose)`` if this is weaker than patchlog's own server
+        (AOF on, ``appendfsync always``); ``None`` if it is not."""
+        if self.appendonly is False:
+            return (
+                "appendonly no",
+                "a kill -9 of the server or a machine crash loses everything written since "
+                "its last RDB snapshot (everything, if it takes none), acknowledged "
+                "submissions and outcomes included",
+            )
+        if self.appendfsync == "everysec":
+            return (
+                "appendfsync everysec",
+                "a machine crash, or a kill -9 of the server while its disk is slow, can "
+                "lose about the last 1-2 s of acknowledged submissions and outcomes",
+            )
+        if self.appendfsync == "no":
+            return (
+                "appendfsync no",
+                "a machine crash loses what the operating system has not written to disk "
+                "yet (typically up to the last 30 s of acknowledged submissions and outcomes)",
+            )
+        if self.appendonly is None or self.appendfsync is None:
+            return (
+                "appendonly/appendfsync unknown",
+                f"CONFIG GET failed ({self.error}), so patchlog cannot tell what a kill -9 "
+                "of the server or a machine crash would lose",
+            )
+        return None
+
+
+async def read_persistence(redis: Redis) -> Persistence:
+    """The server's ``appendonly`` and ``appendfsync`` (``CONFIG GET``). Where CONFIG is
+    disabled or not permitted, ``appendonly`` comes from ``INFO persistence`` and what
+    cannot be read is ``None``.
+
+    Raises ``ServerUnavailable`` if the server cannot be reached.
+    """
+    try:
+        config = await redis.config_get("appendonly", "appendfsync")
+    except (CommandFailed, ServerRefused) as err:
+        failure = str(err)
+    else:
+        only, fsync = config.get("appendonly"), config.get("appendfsync")
+        return Persistence(None if only is None else only == "yes", fsync)
+    try:
+        info = await redis.info("persistence")
+    except (CommandFailed, ServerRefused):
+        return Persistence(None, None, failure)
+    enabled = info.get("aof_enabled")
+    return Persistence(None if enabled is None else bool(int(enabled)), None, failure)

@@ -7,6 +7,7 @@
     ├── CorruptEntry          one of patchlog's own stream entries cannot be decoded
     ├── ServerError           the server cannot be started, reached or used
     │   ├── ServerRefused     reachable but unfit (version, eviction policy, credentials)
+    │   ├── DataDirLocked     the embedded server's data folder is in use by another process
     │   ├── ServerUnavailable transient: connection lost, timeout, OOM, BUSY, LOADING, failover
     │   │   └── GroupMissing  a consumer group is gone (NOGROUP): the runner recreates it
     │   └── CommandFailed     the server answered one command with an error reply
@@ -29,6 +30,7 @@ from patchlog.streams.schema import RejectCode
 __all__ = [
     "CommandFailed",
     "CorruptEntry",
+    "DataDirLocked",
     "GroupMissing",
     "NotFound",
     "PatchlogError",
@@ -74,6 +76,16 @@ class ServerError(PatchlogError):
 
 class ServerRefused(ServerError):
     """The server answers but patchlog refuses to run on it (too old, may evict keys)."""
+
+
+class DataDirLocked(ServerError):
+    """Another process runs an embedded server on this data folder (it holds the folder's
+    lock); two servers on one folder would merge their logs on the next restart."""
+
+    def __init__(self, message: str, *, folder: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.pid = pid
 
 
 class ServerUnavailable(ServerError):

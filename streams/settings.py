@@ -16,7 +16,10 @@ class Fsync(enum.StrEnum):
     """``appendfsync`` of the embedded server."""
 
     EVERYSEC = "everysec"
+    """Opt-in: about the last 1-2 s of acknowledged writes can be lost (a machine crash,
+    or a kill -9 of the server while a slow fsync postpones its AOF writes)."""
     ALWAYS = "always"
+    """The default: a write is on disk before the server replies."""
 
 
 class Durability(enum.StrEnum):
@@ -39,7 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 6390
     """Port of the embedded server."""
-    fsync: Fsync = Fsync.EVERYSEC
+    fsync: Fsync = Fsync.ALWAYS
+    """``appendfsync`` of the embedded server; ``always`` keeps every acknowledged write
+    through a kill -9 of the server and a machine crash."""
     aof_rewrite_min_mb: int = 512
     """The embedded server rewrites its AOF once it is this large and twice its size
     after the last rewrite (``auto-aof-rewrite-min-size``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 from redis.asyncio import Redis
 
@@ -12,19 +13,30 @@ from patchlog.ops.cli import Exit
 from patchlog.ops.config import load_settings, settings_env
 from patchlog.streams.client import Client
 from patchlog.streams.scripts import Scripts
+from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
-from tests.integration.helpers import drain
+from tests.integration.helpers import drain, free_port
 
 
-async def patchlog(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``python -m patchlog ARGS``; (status, stdout, stderr)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_")}
+async def patchlog(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    """Run ``python -m patchlog ARGS``; (status, stdout, stderr). It must end within
+    ``timeout`` seconds (it is killed otherwise)."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "patchlog", *args,
         env={**clean, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"patchlog {' '.join(args)} still ran after {timeout} s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -79,3 +91,39 @@ def test_settings_reach_workers_whole() -> None:
     )
     assert load_settings(env=settings_env(given)) == given
     assert load_settings(env=settings_env(Settings())) == Settings()
+
+
+async def test_a_missing_document_names_the_server_and_its_folder(
+    settings: Settings, server: EmbeddedServer
+) -> None:
+    """`show` of a document nobody wrote is status 4 naming the server and its data
+    folder (the likeliest mistake is another server or folder), not an empty page."""
+    assert settings.redis_url is not None
+    where = ["--redis-url", settings.redis_url, "--namespace", settings.namespace]
+    for extra in ([], ["--rev", "0"]):
+        status, out, err = await patchlog("show", "nosuchdoc", *extra, *where)
+        assert (status, out) == (Exit.NOT_FOUND, ""), err
+        assert err == (
+            f"patchlog: error: no document 'nosuchdoc' in namespace {settings.namespace!r} on "
+            f"{settings.redis_url} (data folder {server.data_dir}): no patch was ever "
+            "committed to it\n"
+        )
+
+
+async def test_up_and_worker_stop_at_once_without_a_server() -> None:
+    """`up` and `worker` against an unreachable URL exit 3 within seconds, with one line
+    naming the URL and where it came from, before starting anything."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for command, env, flags, source in (
+        (["up"], {"REDIS_URL": url}, [], "REDIS_URL"),
+        (["worker", "execute"], {"PATCHLOG_REDIS_URL": url}, [], "PATCHLOG_REDIS_URL"),
+        (["up"], {"REDIS_URL": "redis://elsewhere:1/0"}, ["--redis-url", url], "--redis-url"),
+    ):
+        started = time.monotonic()
+        status, out, err = await patchlog(*command, *flags, env=env, timeout=30)
+        assert time.monotonic() - started < 15
+        assert status == Exit.SERVER, err
+        assert err.startswith(f"patchlog: error: no server at {url} (from {source}): "), err
+        assert err.count("\n") == 1, err
+        assert "Traceback" not in err
+        assert out == ""  # `up` printed no banner: it started nothing

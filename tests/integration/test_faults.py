@@ -142,28 +142,36 @@ async def test_kill_9_workers_under_load(
     await check_exactly_once(redis, settings, set(ids))
 
 
-@pytest.mark.parametrize("fsync", [Fsync.ALWAYS, Fsync.EVERYSEC])
+@pytest.mark.parametrize("fsync", [None, Fsync.EVERYSEC], ids=["default", "everysec"])
 @pytest.mark.parametrize("kind", KINDS)
 async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
-    tmp_path: Path, kind: str, fsync: Fsync
+    tmp_path: Path, kind: str, fsync: Fsync | None
 ) -> None:
     """kill -9 of the server under load, then a restart from its AOF: every ingress
-    entry the server kept gets exactly one outcome and the workers resume. With
-    ``appendfsync always`` that is every XADD acknowledged. With ``everysec`` the server
-    may postpone its AOF write while a slow fsync runs and still reply (Redis and Valkey
-    do, for up to 2 s), so a kill in that window can lose acknowledged XADDs."""
-    srv = EmbeddedServer(tmp_path / "srv", port=free_port(), binary=binary_for(kind), fsync=fsync)
+    entry the server kept gets exactly one outcome and the workers resume. With the
+    default settings (``appendfsync always``) that is every XADD acknowledged, and every
+    outcome the test read before the kill is still there, unchanged. With ``everysec``
+    the server may postpone its AOF write while a slow fsync runs and still reply (Redis
+    and Valkey do, for up to 2 s), so a kill in that window can lose acknowledged XADDs
+    and outcomes already read."""
+    srv = EmbeddedServer(tmp_path / "srv", port=free_port(), binary=binary_for(kind))
+    if fsync is not None:  # else the launcher's own default, as `patchlog up` runs it
+        srv.fsync = fsync
     await srv.start()
     own = Settings(redis_url=srv.url, namespace="fault")
     redis = connect(own, srv.url, name="fault-test", block_ms=2000)
     workers = [Worker(own, srv.url, s, f"{s}-1", tmp_path) for s in ("normalize", "execute")]
     try:  # whatever fails, no worker or server outlives the test
+        config: Any = await redis.config_get("appendfsync")
+        assert config["appendfsync"] == (fsync or Fsync.ALWAYS).value
         for w in workers:
             await w.start()
         for w in workers:
             await wait_for_lease(redis, own, w)
         acked: set[str] = set()
+        seen: dict[bytes, dict[bytes, bytes]] = {}  # outcome entries read before the kill
         stop = asyncio.Event()
+        killing = asyncio.Event()
 
         async def submitter(k: int) -> None:
             n = 0
@@ -179,8 +187,22 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
                 acked.add(pid)
                 n += 1
 
+        async def reader() -> None:
+            """Reads outcomes as a client tailing the stream would, until the kill."""
+            after = "-"
+            while not killing.is_set():
+                rows: Any = await redis.xrange(own.keys.outcomes, after, "+", count=500)
+                for entry_id, fields in rows:
+                    seen[entry_id] = fields
+                    after = "(" + entry_id.decode()
+                if not rows:
+                    await asyncio.sleep(0.02)
+
         tasks = [asyncio.create_task(submitter(k)) for k in range(4)]
+        reading = asyncio.create_task(reader())
         await asyncio.sleep(1.5)
+        killing.set()
+        await reading  # everything in `seen` was read before the kill
         srv.kill()
         await srv.process.wait()  # type: ignore[union-attr]
         await asyncio.sleep(0.5)
@@ -189,11 +211,17 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
         stop.set()
         await asyncio.gather(*tasks)
         assert len(acked) > 100
+        assert len(seen) > 50
         entries: Any = await redis.xrange(own.keys.patches)
         kept = {fields[b"id"].decode() for _, fields in entries}
-        if fsync is Fsync.ALWAYS:
+        if fsync is None:
             assert kept >= acked, f"{len(acked - kept)} acknowledged XADDs lost"
         await wait_outcomes(redis, own, len(kept), 120)
+        if fsync is None:
+            after_restart: Any = await redis.xrange(own.keys.outcomes)
+            still = dict(after_restart)
+            lost = [entry_id for entry_id, fields in seen.items() if still.get(entry_id) != fields]
+            assert not lost, f"{len(lost)} of {len(seen)} outcomes read before the kill are gone"
         rows = await outcomes(redis, own)
         assert {o.id for o in rows} == kept
         assert set(by_src(rows).values()) == {1}

@@ -30,7 +30,7 @@ from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
 from patchlog.projections.patch import to_ops
 from patchlog.projections.rebase import Later
-from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields, id_reuse
+from patchlog.streams.codec import SERVER_STAMPED, event_fields, id_reuse, with_entry
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import CorruptEntry, Rejected, RetryLater
 from patchlog.streams.keys import EXECUTE
@@ -119,14 +119,14 @@ class ExecuteStage:
 
     # -- runner protocol ---------------------------------------------------------------
 
-    def identify(self, entry: Entry) -> tuple[str, str]:
-        """(patch id, doc) of a normalized entry, or the entry id if it cannot be read
-        (damaged, or written by another version)."""
+    def identify(self, entry: Entry) -> tuple[str, str, str]:
+        """(patch id, doc, ingress entry id) of a normalized entry, or (the entry id, '',
+        '') if it cannot be read (damaged, or written by another version)."""
         try:
             patch = decode_normalized(entry[1][b"p"])
         except (KeyError, CorruptEntry):
-            return entry[0], ""
-        return patch.id, patch.doc
+            return entry[0], "", ""
+        return patch.id, patch.doc, patch.src
 
     def held(self) -> set[str]:
         """Entries whose base revision does not exist yet (they wait, bounded)."""
@@ -428,7 +428,7 @@ class ExecuteStage:
             replies = await pipe.execute()
         for d, reply in zip(rejected, replies, strict=True):
             if reply:
-                d.outcome = msgspec.structs.replace(d.outcome, entry=entry_text(reply[0][1]))
+                d.outcome = with_entry(d.outcome, reply[0][1])
 
     async def _commit(self, consumer: str, decisions: Sequence[_Decision]) -> list[tuple[str, str]]:
         keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
@@ -436,9 +436,12 @@ class ExecuteStage:
         batch: list[CommitRow] = []
         for d in decisions:
             keys += [self.keys.doc(d.patch.doc), self.keys.index(d.patch.doc)]
-            keys.append(self.keys.patch_id(d.patch.id))
-            fields = {**msgspec.structs.asdict(d.outcome), "at": now_ms}
-            record = IdRecord(**fields, digest=d.patch.digest)
+            keys += [self.keys.patch_id(d.patch.id), self.keys.entry_outcome(d.patch.src)]
+            # The entry goes to the outcomes stream only.
+            bare = msgspec.structs.replace(
+                d.outcome, entry=None, entry_bytes=None, entry_sha256=None, at=now_ms
+            )
+            record = IdRecord(**msgspec.structs.asdict(bare), digest=d.patch.digest)
             revision = [] if d.revision is None else event_fields(d.revision, omit=SERVER_STAMPED)
             batch.append(
                 CommitRow(
@@ -466,6 +469,7 @@ class ExecuteStage:
             ids[0],
             ids[-1],
             _MSGPACK.encode(batch),
+            int(self.settings.outcome_ttl * 1000),
         ]
         reply: Any = await self.scripts.commit(keys=keys, args=args)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]

@@ -18,9 +18,9 @@ from patchlog.projections.patch import normalize
 from patchlog.streams.codec import (
     SERVER_STAMPED,
     decode_ingress,
-    entry_text,
     event_fields,
     payload_digest,
+    with_entry,
 )
 from patchlog.streams.errors import Rejected
 from patchlog.streams.keys import NORMALIZE
@@ -54,7 +54,7 @@ def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
     )
 
 
-def _identify(entry: Entry) -> tuple[str, str]:
+def _identify(entry: Entry) -> tuple[str, str, str]:
     fields = entry[1]
     raw_id = fields.get(b"id", b"")
     try:
@@ -62,7 +62,7 @@ def _identify(entry: Entry) -> tuple[str, str]:
     except UnicodeDecodeError:
         patch_id = entry[0]
     doc = fields.get(b"doc", b"").decode("utf-8", "replace")[:256]
-    return patch_id, doc
+    return patch_id, doc, entry[0]
 
 
 class NormalizeStage:
@@ -79,8 +79,8 @@ class NormalizeStage:
         self.rejected = 0
         self.forwarded = 0
 
-    def identify(self, entry: Entry) -> tuple[str, str]:
-        """Best-effort (patch id, doc) of a raw ingress entry."""
+    def identify(self, entry: Entry) -> tuple[str, str, str]:
+        """Best-effort (patch id, doc, ingress entry id) of a raw ingress entry."""
         return _identify(entry)
 
     def held(self) -> set[str]:
@@ -101,10 +101,10 @@ class NormalizeStage:
             try:
                 patch = normalize_entry(entry, self.settings)
             except Rejected as err:
-                patch_id, doc = _identify(entry)
-                outcome = rejection(entry, patch_id, doc, err.code, err.message)
-                listed = msgspec.structs.replace(outcome, entry=entry_text(entry[1]))
-                keys.append(self.keys.patch_id(patch_id))
+                patch_id, doc, src = _identify(entry)
+                outcome = rejection(src, patch_id, doc, err.code, err.message)
+                listed = with_entry(outcome, entry[1])
+                keys.append(self.keys.entry_outcome(src))  # never the id record: owns no id
                 batch.append(
                     ForwardRow(
                         entry=entry[0],
@@ -127,7 +127,7 @@ class NormalizeStage:
         args: list[str | bytes | int] = [
             self.name,
             consumer,
-            int(self.settings.idempotency_window * 1000),
+            int(self.settings.outcome_ttl * 1000),
             ids[0],
             ids[-1],
             _MSGPACK.encode(batch),

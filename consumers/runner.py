@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from patchlog.consumers.backoff import Backoff
 from patchlog.consumers.lease import Lease
 from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
-from patchlog.streams.codec import SERVER_STAMPED, entry_text, event_fields
+from patchlog.streams.codec import SERVER_STAMPED, event_fields, with_entry
 from patchlog.streams.errors import CommandFailed, GroupMissing, ServerError, is_transient
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import DeadLetter, Outcome, OutcomeStatus, RejectCode
@@ -64,8 +64,9 @@ class Stage(Protocol):
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Decide and acknowledge ``entries``; raise to have them retried."""
 
-    def identify(self, entry: Entry) -> tuple[str, str]:
-        """Best-effort (patch id, doc) of an entry, for its dead-letter outcome."""
+    def identify(self, entry: Entry) -> tuple[str, str, str]:
+        """Best-effort (patch id, doc, ingress entry id) of an entry, for its dead-letter
+        outcome; the ingress entry id is '' when the entry does not say."""
 
     def due(self) -> list[Entry]:
         """Entries the stage holds back (a bounded wait) that are due for another try;
@@ -368,39 +369,36 @@ class Runner:
             await self._process([failure.entry])
 
     async def _dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
-        patch_id, doc = self.stage.identify(entry)
-        fields = entry_text(entry[1])
+        patch_id, doc, src = self.stage.identify(entry)
         message = (
             f"stage {self.stage.name} failed {deliveries} times on this entry ({error[:300]}); "
             f"it is kept in {self.keys.dead}"
         )
-        outcome = rejection(entry, patch_id, doc, RejectCode.INVALID, message)
-        listed = msgspec.structs.replace(outcome, entry=fields)  # the id record goes without
+        outcome = rejection(src, patch_id, doc, RejectCode.INVALID, message)
         dead = DeadLetter(
             stage=self.stage.name,
             error=error[:2000],
             deliveries=deliveries,
-            entry=fields,
+            entry={},
             at=outcome.at,
             src=entry[0],
             consumer=self.consumer,
         )
+        # Never the id record: a dead-lettered entry owns no id. Its submitter waits on
+        # its ingress entry's outcome key, unknown for an entry that does not decode.
+        keys = [self.stage.stream, self.keys.dead, self.keys.outcomes]
+        keys += [self.keys.entry_outcome(src)] if src else []
         result = await self.scripts.dead(
-            keys=[
-                self.stage.stream,
-                self.keys.dead,
-                self.keys.outcomes,
-                self.keys.patch_id(patch_id),
-            ],
+            keys=keys,
             args=[
                 self.stage.name,
                 self.consumer,
                 entry[0],
                 self.settings.dead_cap,
-                _JSON.encode(event_fields(dead, omit=SERVER_STAMPED)),
-                _JSON.encode(event_fields(listed, omit=SERVER_STAMPED)),
-                _JSON.encode(outcome),
-                int(self.settings.idempotency_window * 1000),
+                _JSON.encode(event_fields(with_entry(dead, entry[1]), omit=SERVER_STAMPED)),
+                _JSON.encode(event_fields(with_entry(outcome, entry[1]), omit=SERVER_STAMPED)),
+                _JSON.encode(outcome),  # entry: in the streams only
+                int(self.settings.outcome_ttl * 1000),
             ],
         )
         DEAD.labels(self.stage.name).inc()
@@ -477,8 +475,9 @@ def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def rejection(entry: Entry, patch_id: str, doc: str, code: RejectCode, message: str) -> Outcome:
-    """The outcome of an entry rejected before it reached its document (``rev`` 0)."""
+def rejection(src: str, patch_id: str, doc: str, code: RejectCode, message: str) -> Outcome:
+    """The outcome of ingress entry ``src`` rejected before it reached its document
+    (``rev`` 0)."""
     return Outcome(
         id=patch_id,
         doc=doc,
@@ -486,7 +485,7 @@ def rejection(entry: Entry, patch_id: str, doc: str, code: RejectCode, message: 
         rev=0,
         code=code,
         message=message,
-        src=entry[0],
+        src=src,
         at=time.time_ns() // 1_000_000,
     )
 

@@ -377,14 +377,14 @@ def submit(
         raise click.UsageError(f"--ops is not JSON: {err}") from None
 
     async def go(client: Any) -> Any:
-        pid = await client.submit(doc, base, ops=ops, diff=diff, id=patch_id, author=author)
+        submitted = await client.submit(doc, base, ops=ops, diff=diff, id=patch_id, author=author)
         if not wait:
-            return pid, None
-        return pid, await client.wait(pid, timeout)
+            return submitted, None
+        return submitted, await client.wait(submitted, timeout)  # this submission's own
 
-    pid, outcome = run(_client_call(settings, go, block=1.5))
+    submitted, outcome = run(_client_call(settings, go, block=1.5))
     if outcome is None:
-        click.echo(pid)
+        click.echo(msgspec.json.encode(submitted).decode())  # the entry id is what to wait on
         return
     click.echo(msgspec.json.encode(outcome).decode())
     sys.exit(1 if outcome.status == "rejected" else 0)

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from patchlog.ops.randomops import single_op, stale_base
 from patchlog.ops.supervisor import Supervisor
 from patchlog.projections.rebuild import verify
-from patchlog.streams.client import Client
+from patchlog.streams.client import Client, Submitted
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import read_head
@@ -61,8 +62,8 @@ async def _agent(
         if roll < 0.03:
             fields = dict(rng.choice(_MALFORMED))
             fields["id"] = f"a{agent}-bad-{n}"
-            await redis.xadd(keys.patches, fields)  # type: ignore[arg-type]
-            patch_id = fields["id"]
+            entry: Any = await redis.xadd(keys.patches, fields)  # type: ignore[arg-type]
+            submitted = Submitted(fields["id"], entry.decode())
         else:
             # a stale base for 17 % of all patches (0.175 of the 97 % well-formed ones):
             # rebased, or rejected as conflicts
@@ -71,10 +72,10 @@ async def _agent(
             lines = head.lines if base == head.rev else min(head.lines, 3)
             text = [f"agent {agent} edit {n} line {i}" for i in range(rng.randint(1, 3))]
             ops = [single_op(rng, lines, text, insert=0.4, replace=0.3)]
-            patch_id = await client.submit(doc, base, ops=ops, author=f"agent-{agent}")
+            submitted = await client.submit(doc, base, ops=ops, author=f"agent-{agent}")
             if roll > 0.97:  # a retry of the same patch: must not apply twice
-                await client.submit(doc, base, ops=ops, id=patch_id, author=f"agent-{agent}")
-        outcome = await client.wait(patch_id, timeout=60)
+                await client.submit(doc, base, ops=ops, id=submitted.id, author=f"agent-{agent}")
+        outcome = await client.wait(submitted, timeout=60)
         latencies.append(time.perf_counter() - started)
         outcomes[outcome.status.value + (f":{outcome.code.value}" if outcome.code else "")] += 1
 

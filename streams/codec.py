@@ -21,18 +21,22 @@ import msgspec
 
 from patchlog.streams.errors import CorruptEntry, Rejected
 from patchlog.streams.limits import Limits
-from patchlog.streams.schema import IngressEntry, Op, RejectCode
+from patchlog.streams.schema import DeadLetter, IngressEntry, Op, Outcome, RejectCode
 
 __all__ = [
+    "CUT",
+    "ENTRY_CAP",
     "SERVER_STAMPED",
     "Fields",
     "decode_event",
     "decode_ingress",
     "encode_event",
+    "entry_digest",
     "entry_text",
     "event_fields",
     "id_reuse",
     "payload_digest",
+    "with_entry",
 ]
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Iterable[tuple[bytes | str, bytes | str]]
@@ -190,6 +194,65 @@ def entry_text(fields: Fields) -> dict[str, str]:
         _as_bytes(k).decode("utf-8", "replace"): _as_bytes(v).decode("utf-8", "replace")
         for k, v in _pairs(fields)
     }
+
+
+ENTRY_CAP = 8192
+"""Bytes of JSON an outcome's or a dead letter's ``entry`` holds at most: script
+arguments and stream entries stay far below the server's ``proto-max-bulk-len`` whatever
+a client submitted (a control character takes six bytes in JSON)."""
+CUT = "…[cut]"
+"""The end of a value shortened to fit ``ENTRY_CAP``."""
+_NAME_ROOM = 258  # JSON bytes of one cut field name, quotes included
+_VALUE_ROOM = 2050  # JSON bytes of one cut value: a few long fields and every short one fit
+
+
+def entry_digest(fields: Fields) -> str:
+    """sha256 hex of an entry's raw bytes: each name and value in order, as a netstring
+    (``<length>:<bytes>,``), so that any language can check a cut entry against its own."""
+    digest = hashlib.sha256()
+    for key, value in _pairs(fields):
+        for raw in (_as_bytes(key), _as_bytes(value)):
+            digest.update(b"%d:%s," % (len(raw), raw))
+    return digest.hexdigest()
+
+
+def _fit(text: str, room: int) -> str:
+    """``text``, or a prefix of it plus ``CUT``, whose JSON fits in ``room`` bytes."""
+    if len(_JSON.encode(text)) <= room:
+        return text
+    keep = room
+    while keep > 0:
+        size = len(_JSON.encode(text[:keep] + CUT))
+        if size <= room:
+            break
+        keep = keep * room // size  # at most six bytes a character: a few rounds
+    return text[:keep] + CUT
+
+
+_E = TypeVar("_E", Outcome, DeadLetter)
+
+
+def with_entry(event: _E, fields: Fields) -> _E:
+    """``event`` carrying the submitted ``fields`` as text (``entry_text``), whole if their
+    JSON fits ``ENTRY_CAP``; otherwise each name and value is cut (ending with ``CUT``),
+    fields that no longer fit are left out, and ``entry_bytes`` and ``entry_sha256`` give
+    the whole entry's size and ``entry_digest``."""
+    pairs = list(_pairs(fields))  # read three times
+    text = entry_text(pairs)
+    if len(_JSON.encode(text)) <= ENTRY_CAP:
+        return msgspec.structs.replace(event, entry=text)
+    kept: dict[str, str] = {}
+    size = 2  # the braces
+    for name, value in text.items():
+        key, cut = _fit(name, _NAME_ROOM), _fit(value, _VALUE_ROOM)
+        piece = len(_JSON.encode(key)) + len(_JSON.encode(cut)) + 2  # colon and comma
+        if key not in kept and size + piece <= ENTRY_CAP:  # a later short field may fit
+            kept[key] = cut
+            size += piece
+    whole = sum(len(_as_bytes(k)) + len(_as_bytes(v)) for k, v in pairs)
+    return msgspec.structs.replace(
+        event, entry=kept, entry_bytes=whole, entry_sha256=entry_digest(pairs)
+    )
 
 
 class _Kind(enum.Enum):

@@ -10,7 +10,8 @@
     │   ├── DataDirLocked     the embedded server's data folder is in use by another process
     │   ├── ServerUnavailable transient: connection lost, timeout, OOM, BUSY, LOADING, failover
     │   │   └── GroupMissing  a consumer group is gone (NOGROUP): the runner recreates it
-    │   └── CommandFailed     the server answered one command with an error reply
+    │   ├── CommandFailed     the server answered one command with an error reply
+    │   └── NotDurable        a submission was appended but its fsync was not confirmed
     ├── VerifyFailed          the revision log and the live state disagree
     ├── NotFound              a document or revision that does not exist
     ├── Timeout               a bounded wait ran out (waiting for an outcome, draining)
@@ -32,6 +33,7 @@ __all__ = [
     "CorruptEntry",
     "DataDirLocked",
     "GroupMissing",
+    "NotDurable",
     "NotFound",
     "PatchlogError",
     "Rejected",
@@ -113,6 +115,18 @@ class CommandFailed(ServerError):
     def code(self) -> str:
         """The reply's error code, its first word (``ERR``, ``BUSYGROUP``, ...)."""
         return self.reply.split(" ", 1)[0]
+
+
+class NotDurable(ServerError):
+    """Strict durability: the patch was appended (``entry`` is its ingress entry id) but
+    the server did not confirm its fsync (WAITAOF). It may still be applied: retry with
+    the same ``patch_id``, which makes a second submission harmless, or wait for the
+    outcome of ``entry``."""
+
+    def __init__(self, message: str, *, patch_id: str, entry: str) -> None:
+        super().__init__(message)
+        self.patch_id = patch_id
+        self.entry = entry
 
 
 class VerifyFailed(PatchlogError):

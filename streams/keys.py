@@ -1,9 +1,10 @@
 """Every Redis key, stream, group and consumer name patchlog uses, in one place.
 
 All keys start with the namespace (default ``patchlog``). The keys one commit touches
-(document state, index, idempotency record, revisions, outcomes, the normalized stream)
-are all namespace keys, so a namespace written as a hash tag (``{patchlog}``) puts them
-in one Redis Cluster slot without any change to the per-document layout.
+(document state, index, idempotency record, the entry's outcome, revisions, outcomes,
+the normalized stream) are all namespace keys, so a namespace written as a hash tag
+(``{patchlog}``) puts them in one Redis Cluster slot without any change to the
+per-document layout.
 """
 
 from __future__ import annotations
@@ -76,9 +77,15 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.namespace}:snap:{doc}"
 
     def patch_id(self, patch_id: str) -> str:
-        """List holding the latest outcome of a patch id: the idempotency record that a
-        client waits on with ``BLMOVE key key LEFT RIGHT timeout``."""
+        """List holding the outcome of the patch that owns the id (the first well-formed
+        entry decided under it): the idempotency record a replay is answered from."""
         return f"{self.namespace}:id:{patch_id}"
+
+    def entry_outcome(self, entry: str) -> str:
+        """List holding the outcome of one ingress entry (by the stream id XADD returned),
+        written once, with a TTL: a client waits for its own submission's outcome with
+        ``BLMOVE key key LEFT RIGHT timeout``."""
+        return f"{self.namespace}:out:{entry}"
 
     def lease(self, group: str, consumer: str) -> str:
         """A worker's lease (heartbeat) on the entries it holds; expires when it dies."""

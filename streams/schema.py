@@ -198,13 +198,20 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
     src: str = ""
     entry: dict[str, str] | None = None
-    """The submitted fields, for rejections."""
+    """The submitted fields, for rejections; cut to ``streams.codec.ENTRY_CAP`` bytes."""
+    entry_bytes: int | None = None
+    """Size of the whole submitted entry, when ``entry`` was cut."""
+    entry_sha256: str | None = None
+    """Digest of the whole submitted entry, when ``entry`` was cut
+    (``streams.codec.entry_digest``)."""
     at: int = 0
 
 
 class IdRecord(Outcome, frozen=True, kw_only=True):
-    """The latest outcome of a patch id, as JSON in the list ``<ns>:id:<id>``, plus the
-    digest of the payload that reached it (the idempotency record clients wait on)."""
+    """An outcome as JSON in a list, without ``entry``, plus the payload digest: in
+    ``<ns>:out:<entry>``, the outcome of one ingress entry (what its submitter waits
+    for); in ``<ns>:id:<id>``, the outcome of the patch that owns the id (the
+    idempotency record)."""
 
     digest: str = ""
 
@@ -220,7 +227,11 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     deliveries: int
     entry: dict[str, str]
-    """The failed entry's fields, as text."""
+    """The failed entry's fields, as text; cut to ``streams.codec.ENTRY_CAP`` bytes."""
+    entry_bytes: int | None = None
+    """Size of the whole failed entry, when ``entry`` was cut."""
+    entry_sha256: str | None = None
+    """Digest of the whole failed entry, when ``entry`` was cut."""
     at: int
     src: str = ""
     """Id of the failed entry in the stage's stream."""

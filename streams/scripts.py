@@ -48,7 +48,8 @@ class CommitRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     outcome: tuple[str, ...]
     """Outcome fields ``[name, value, ...]`` without ``at`` (``event_fields``)."""
     record: str
-    """The id record, JSON (the outcome plus digest)."""
+    """The outcome plus digest as JSON (an ``IdRecord``): written to the ingress entry's
+    outcome key, and as the id record when the patch takes its id."""
     revision: tuple[str, ...] = ()
     """Revision fields without ``at`` (``event_fields``) for a commit, else empty."""
     hash: str = ""
@@ -75,7 +76,7 @@ class ForwardRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     outcome: tuple[str, ...] = ()
     """Rejection: outcome fields ``[name, value, ...]`` without ``at`` (``event_fields``)."""
     record: str = ""
-    """Rejection: the id record, JSON."""
+    """Rejection: the outcome as JSON, for the ingress entry's outcome key."""
 
 
 class Scripts(msgspec.Struct, frozen=True, dict=True):
@@ -96,7 +97,7 @@ def _source(name: str) -> str:
 
 
 def _with_common(name: str) -> str:
-    """A script after the helpers it shares (fence, ack, clock, id records)."""
+    """A script after the helpers it shares (fence, ack, clock, outcome keys)."""
     return _source("common") + _source(name)
 
 

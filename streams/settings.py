@@ -75,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     idempotency_window: float = 7 * 24 * 3600.0
     """How long a patch id is remembered (and outcomes kept)."""
+    outcome_ttl: float = 24 * 3600.0
+    """How long the outcome of one submission waits to be read in ``<ns>:out:<entry>``."""
     base_ahead_wait: float = 5.0
     """How long a patch whose base does not exist yet waits for it."""
     base_ahead_pending_wait: float = 30.0

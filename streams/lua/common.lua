@@ -36,14 +36,10 @@ local function now_ms()
   return tostring(t[1] * 1000 + math.floor(t[2] / 1000))
 end
 
--- Record a rejection under an id unless the id belongs to a decided patch (its record
--- has a digest): a later malformed resubmission must not hide what happened to it.
-local function record_unless_decided(key, record, ttl)
-  local prev = redis.call('LINDEX', key, 0)
-  local digest = prev and cjson.decode(prev).digest
-  if type(digest) ~= 'string' or digest == '' then
-    redis.call('DEL', key)
-    redis.call('RPUSH', key, record)
-    redis.call('PEXPIRE', key, ttl)
-  end
+-- Write the outcome of one ingress entry where its submitter waits: a list of exactly
+-- that one element (DEL first, whatever the key held), expiring after ttl ms.
+local function put_outcome(key, record, ttl)
+  redis.call('DEL', key)
+  redis.call('RPUSH', key, record)
+  redis.call('PEXPIRE', key, ttl)
 end

@@ -75,11 +75,15 @@ def test_an_entry_that_does_not_decode_names_the_version_it_claims() -> None:
 
 
 async def test_execute_identifies_an_unreadable_entry_by_its_id() -> None:
-    """Execute names an entry it cannot read by the entry id (for its dead letter)
-    instead of raising."""
+    """Execute names an entry it cannot read by the entry id, with no ingress entry (for
+    its dead letter), instead of raising."""
     redis = Redis()
     stage = ExecuteStage(redis, Settings(), load(redis))
     newer = msgspec.msgpack.encode([*as_array(PATCH)[:-1], NORMALIZED_VERSION + 1])
-    assert stage.identify(("5-0", {b"p": newer})) == ("5-0", "")
-    assert stage.identify(("5-1", {b"p": encode_normalized(PATCH)})) == (PATCH.id, PATCH.doc)
+    assert stage.identify(("5-0", {b"p": newer})) == ("5-0", "", "")
+    assert stage.identify(("5-1", {b"p": encode_normalized(PATCH)})) == (
+        PATCH.id,
+        PATCH.doc,
+        PATCH.src,
+    )
     await redis.aclose()

@@ -4,13 +4,16 @@ stages run in-process, a concurrent load, and reading what the stages wrote."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -21,18 +24,20 @@ from patchlog.ops.randomops import single_op, stale_base
 from patchlog.streams.client import Client
 from patchlog.streams.codec import decode_event
 from patchlog.streams.log import read_head
-from patchlog.streams.schema import Outcome
+from patchlog.streams.schema import IdRecord, Outcome
 from patchlog.streams.scripts import Scripts
-from patchlog.streams.server import free_port, server_binary
+from patchlog.streams.server import EmbeddedServer, free_port, server_binary
 from patchlog.streams.settings import Settings
 
 __all__ = [
     "KINDS",
     "binary_for",
     "by_src",
+    "dedicated_server",
     "drain",
     "free_port",
     "outcomes",
+    "own_outcome",
     "runners",
     "submit_load",
 ]
@@ -99,6 +104,27 @@ async def drain(
     return first + second
 
 
+async def own_outcome(redis: Redis, settings: Settings, entry: Any, timeout: int = 5) -> IdRecord:
+    """The outcome of one ingress entry (the reply of its XADD), waited for with the one
+    blocking command any client uses."""
+    key = settings.keys.entry_outcome(entry.decode() if isinstance(entry, bytes) else entry)
+    raw: Any = await redis.blmove(key, key, timeout, "LEFT", "RIGHT")
+    assert raw is not None, f"no outcome in {key} within {timeout} s"
+    assert await redis.llen(key) == 1  # one answer, still there for other waiters
+    return msgspec.json.decode(raw, type=IdRecord)
+
+
+@contextlib.asynccontextmanager
+async def dedicated_server(folder: Path, kind: str) -> AsyncIterator[EmbeddedServer]:
+    """A server of ``kind`` for one test, to reconfigure freely; stopped whatever happens."""
+    srv = EmbeddedServer(folder, port=free_port(), binary=binary_for(kind))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
 async def outcomes(redis: Redis, settings: Settings) -> list[Outcome]:
     """Every outcome entry, in stream order."""
     rows: Any = await redis.xrange(settings.keys.outcomes, "-", "+")
@@ -141,10 +167,10 @@ async def submit_load(
             # on a stale base, only the first lines, which the older base most likely had
             length = head.lines if base == head.rev else min(head.lines, 2)
             op = single_op(rng, length, [f"s{k} p{n}"], insert=0.5, replace=0.3)
-            patch_id = await client.submit(doc, base, ops=[op], author=f"s{k}")
-            ids.append(patch_id)
+            submitted = await client.submit(doc, base, ops=[op], author=f"s{k}")
+            ids.append(submitted.id)
             if wait:
-                await client.wait(patch_id, 60)
+                await client.wait(submitted, 60)
 
     await asyncio.gather(*(submitter(k) for k in range(submitters)))
     return ids

@@ -41,8 +41,8 @@ async def test_a_replay_answered_mid_batch_does_not_lose_later_patches(
 
     decided = {(o.id, o.status, o.rev) for o in await outcomes(redis, settings)}
     assert ("p0", OutcomeStatus.DUPLICATE, 2) in decided
-    assert (p2, OutcomeStatus.COMMITTED, 3) in decided
-    assert (p3, OutcomeStatus.COMMITTED, 4) in decided
+    assert (p2.id, OutcomeStatus.COMMITTED, 3) in decided
+    assert (p3.id, OutcomeStatus.COMMITTED, 4) in decided
     content = await load_content(redis, settings.keys, "d")
     assert content.lines == ["Z", "A", "B", "c"]
     report = await verify(redis, settings.keys)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
 from patchlog.ops.cli import Exit
 from patchlog.ops.config import load_settings, settings_env
 from patchlog.streams.client import Client
+from patchlog.streams.connection import connect
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
-from tests.integration.helpers import drain, free_port
+from tests.integration.helpers import dedicated_server, drain, free_port, runners
 
 
 async def patchlog(
@@ -91,6 +95,52 @@ def test_settings_reach_workers_whole() -> None:
     )
     assert load_settings(env=settings_env(given)) == given
     assert load_settings(env=settings_env(Settings())) == Settings()
+
+
+async def test_submit_wait_prints_its_own_outcome(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """`submit --wait` under an id another payload owns prints rejected/id_reuse and exits
+    1; the owner's own submission printed committed and exited 0."""
+    assert settings.redis_url is not None
+    where = ["--redis-url", settings.redis_url, "--namespace", settings.namespace]
+    workers = runners(redis, settings, scripts, drain=False)
+    tasks = [asyncio.create_task(r.run()) for r in workers]
+    try:
+        for lines, expected in (('["mine"]', (Exit.OK, "committed", None)),
+                                ('["theirs"]', (Exit.NO, "rejected", "id_reuse"))):  # fmt: skip
+            ops = f'[{{"op":"insert","at":1,"lines":{lines}}}]'
+            status, out, err = await patchlog(
+                "submit", "--doc", "d", "--base", "0", "--ops", ops, "--id", "p", "--wait", *where
+            )
+            told = json.loads(out)
+            assert (status, told["status"], told["code"]) == expected, err
+            assert told["id"] == "p"
+    finally:
+        for r in workers:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def test_strict_submit_whose_fsync_fails_prints_the_patch_id(tmp_path: Path) -> None:
+    """With strict durability, a submission appended but not confirmed fsynced is one
+    line naming the patch id and the entry, status 3."""
+    async with dedicated_server(tmp_path, "valkey") as srv:  # Redis 7.0 has no WAITAOF
+        redis = connect(Settings(), srv.url)
+        try:
+            await redis.config_set("appendonly", "no")
+            status, out, err = await patchlog(
+                "submit", "--doc", "d", "--base", "0", "--ops", '[{"op":"delete","from":1}]',
+                "--redis-url", srv.url, env={"PATCHLOG_DURABILITY": "strict"},
+            )  # fmt: skip
+            rows: Any = await redis.xrange(Settings().keys.patches)
+        finally:
+            await redis.aclose()
+    assert (status, out) == (Exit.SERVER, "")
+    assert len(rows) == 1
+    entry, fields = rows[0][0].decode(), rows[0][1]
+    assert err.startswith(f"patchlog: error: patch {fields[b'id'].decode()} (entry {entry})")
+    assert err.count("\n") == 1
 
 
 async def test_a_missing_document_names_the_server_and_its_folder(

@@ -23,9 +23,9 @@ async def test_same_id_twice_in_a_row_applies_once(
 ) -> None:
     """The second submission of an id is a duplicate pointing at the first's revision."""
     client = Client(redis, settings.keys)
-    await client.submit("d", 0, ops=OPS, id="p-1")
+    submitted = await client.submit("d", 0, ops=OPS, id="p-1")
     await drain(redis, settings, scripts)
-    first = await client.wait("p-1", 5)
+    first = await client.wait(submitted, 5)
     await client.submit("d", 0, ops=OPS, id="p-1")
     await drain(redis, settings, scripts)
     rows = await outcomes(redis, settings)
@@ -42,14 +42,15 @@ async def test_twenty_concurrent_submissions_apply_once(
 ) -> None:
     """Twenty concurrent XADDs of one id: one revision, nineteen duplicates."""
     client = Client(redis, settings.keys)
-    await asyncio.gather(*(client.submit("d", 0, ops=OPS, id="p-20") for _ in range(20)))
+    sent = await asyncio.gather(*(client.submit("d", 0, ops=OPS, id="p-20") for _ in range(20)))
     await drain(redis, settings, scripts, normalize=2, execute=2)
     rows = await outcomes(redis, settings)
     statuses = sorted(o.status.value for o in rows)
     assert statuses == ["committed"] + ["duplicate"] * 19
     assert set(by_src(rows).values()) == {1}
     assert await read_document(client.redis, client.keys, "d") == (1, ["once"])
-    assert (await client.wait("p-20", 1)).status is OutcomeStatus.COMMITTED
+    answers = [(await client.wait(s, 1)).status.value for s in sent]
+    assert sorted(answers) == statuses  # each submitter learns its own
 
 
 async def test_duplicate_after_server_restart(

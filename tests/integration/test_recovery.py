@@ -37,11 +37,11 @@ async def test_entries_delivered_but_never_seen_are_taken_up(
     runner = Runner(redis, fast, scripts, ExecuteStage(redis, fast, scripts), "e0")
     task = asyncio.create_task(runner.run())
     await asyncio.sleep(0.3)
-    await client.submit("d", 1, ops=OPS, id="lost")
+    lost = await client.submit("d", 1, ops=OPS, id="lost")
     await drain(redis, fast, scripts, execute=0)
     # The server delivers to e0, but e0 never sees the reply.
     await redis.xreadgroup("execute", "e0", {fast.keys.normalized: ">"}, count=10)
-    outcome = await client.wait("lost", 15)
+    outcome = await client.wait(lost, 15)
     runner.stop()
     await asyncio.wait_for(task, 10)
     assert outcome.status is OutcomeStatus.COMMITTED

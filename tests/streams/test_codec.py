@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,14 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from patchlog.streams.codec import (
+    CUT,
+    ENTRY_CAP,
     SERVER_STAMPED,
     decode_event,
     decode_ingress,
     encode_event,
+    entry_digest,
     entry_text,
     event_fields,
     id_reuse,
     payload_digest,
+    with_entry,
 )
 from patchlog.streams.errors import CorruptEntry, Rejected
 from patchlog.streams.limits import Limits
@@ -196,6 +201,57 @@ def test_entry_text_keeps_undecodable_bytes_visible() -> None:
     assert entry_text({b"doc": b"\xff"}) == {"doc": "\ufffd"}
 
 
+_REJECTED = Outcome(id="p", doc="d", status=OutcomeStatus.REJECTED, rev=0)
+
+
+@given(
+    st.dictionaries(
+        st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+        st.binary(max_size=5000) | st.text("\x01\u00e9\U0001f600ab", max_size=5000).map(str.encode),
+        max_size=12,
+    )
+)
+def test_an_outcome_carries_at_most_the_cap_of_its_entry(raw: dict[bytes, bytes]) -> None:
+    """Whatever was submitted, an outcome's entry is at most ENTRY_CAP bytes of JSON: the
+    whole entry when it fits, else values cut with the marker, the size and the digest."""
+    outcome = with_entry(_REJECTED, raw)
+    assert outcome.entry is not None
+    assert len(msgspec.json.encode(outcome.entry)) <= ENTRY_CAP
+    if len(msgspec.json.encode(entry_text(raw))) <= ENTRY_CAP:
+        assert (outcome.entry, outcome.entry_bytes, outcome.entry_sha256) == (
+            entry_text(raw),
+            None,
+            None,
+        )
+    else:
+        assert outcome.entry_bytes == sum(len(k) + len(v) for k, v in raw.items())
+        assert outcome.entry_sha256 == entry_digest(raw)
+        text = entry_text(raw)
+        for name, value in outcome.entry.items():
+            assert name in text or name.endswith(CUT)
+            assert value in text.values() or value.endswith(CUT)
+
+
+def test_a_cut_entry_keeps_the_short_fields_and_marks_the_long_one() -> None:
+    """The fields that identify a patch stay whole next to one cut field; a dead letter
+    is cut the same way."""
+    raw = {b"doc": b"d", b"ops": b"\x01" * 100_000, b"id": b"p"}
+    outcome = with_entry(_REJECTED, raw)
+    assert outcome.entry is not None
+    assert (outcome.entry["doc"], outcome.entry["id"]) == ("d", "p")
+    assert outcome.entry["ops"] == "\x01" * (len(outcome.entry["ops"]) - len(CUT)) + CUT
+    assert outcome.entry_bytes == 100_010
+    dead = DeadLetter(stage="normalize", error="E", deliveries=5, entry={}, at=1)
+    assert with_entry(dead, raw).entry == outcome.entry
+
+
+def test_the_entry_digest_is_of_netstrings_in_field_order() -> None:
+    """The digest any language recomputes: ``<len>:<bytes>,`` of each name and value."""
+    expected = hashlib.sha256(b"3:doc,1:d,4:base,1:0,").hexdigest()
+    assert entry_digest([(b"doc", b"d"), (b"base", b"0")]) == expected
+    assert entry_digest({"doc": "d", "base": "0"}) == expected
+
+
 def as_script_writes(flat: list[str], at: int) -> list[tuple[str, str]]:
     """The (name, value) pairs a script appends: the fields Python sent, then ``at``."""
     return [*zip(flat[::2], flat[1::2], strict=True), ("at", str(at))]
@@ -239,6 +295,8 @@ outcomes = st.builds(
     message=st.none() | _texts,
     src=_texts,
     entry=st.none() | _entries,
+    entry_bytes=st.none() | st.integers(0, 2**53),
+    entry_sha256=st.none() | _texts,
     at=st.integers(0, 2**53),
 )
 dead_letters = st.builds(
@@ -247,6 +305,8 @@ dead_letters = st.builds(
     error=_texts,
     deliveries=st.integers(1, 1000),
     entry=_entries,
+    entry_bytes=st.none() | st.integers(0, 2**53),
+    entry_sha256=st.none() | _texts,
     at=st.integers(0, 2**53),
     src=_texts,
     consumer=_texts,

@@ -25,6 +25,7 @@ local ttl = tonumber(ARGV[3])
 local batch = cmsgpack.unpack(ARGV[6])
 local n = #batch
 local k_out = {}
+local answered = {}
 local rejects = 0
 for i = 1, n do
   local row = batch[i]
@@ -34,6 +35,9 @@ for i = 1, n do
     if type(row[OUTCOME]) ~= 'table' or type(row[RECORD]) ~= 'string' then
       return redis.error_reply('ERR forward: rejection row ' .. i .. ' is malformed')
     end
+    -- Its outcome key exists: this entry was rejected before and is delivered again (a
+    -- consumer group created anew from id 0). One outcome per entry: only ack it.
+    answered[i] = redis.call('EXISTS', k_out[i]) == 1
   elseif row[KIND] ~= 'f' or type(ARGV[6 + i]) ~= 'string' then
     return redis.error_reply('ERR forward: row ' .. i .. ' is malformed')
   end
@@ -54,7 +58,7 @@ for i = 1, n do
   else
     if row[KIND] == 'f' then
       redis.call('XADD', KEYS[2], '*', 'p', ARGV[6 + i])
-    else
+    elseif not answered[i] then
       now = now or now_ms()
       outcome[#outcome + 1] = 'at'
       outcome[#outcome + 1] = now

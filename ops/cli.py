@@ -398,7 +398,6 @@ def submit(
 @_handle_errors
 def show(ctx: click.Context, doc: str, rev: int | None) -> None:
     """Print a document (at its head, or at --rev); status 4 if it does not exist."""
-    from patchlog.ops.config import redact  # noqa: PLC0415
     from patchlog.projections.history import content_at  # noqa: PLC0415
     from patchlog.streams.log import read_head  # noqa: PLC0415
 
@@ -410,12 +409,7 @@ def show(ctx: click.Context, doc: str, rev: int | None) -> None:
         except NotFound as err:
             if (await read_head(client.redis, settings.keys, doc)).rev:
                 raise  # the document exists; the revision does not
-            # The likeliest cause is another server or folder than the user thinks.
-            raise NotFound(
-                f"no document {doc!r} in namespace {settings.namespace!r} on "
-                f"{redact(_url(settings))} (data folder {await _server_folder(client.redis)}): "
-                "no patch was ever committed to it"
-            ) from err
+            raise await _no_document(client, settings, doc) from err
 
     _, lines = run(_client_call(settings, show_doc))
     for line in lines:
@@ -429,14 +423,31 @@ def show(ctx: click.Context, doc: str, rev: int | None) -> None:
 @click.pass_context
 @_handle_errors
 def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
-    """List a document's revisions, newest first."""
+    """List a document's revisions, newest first; status 4 if it does not exist."""
     from patchlog.projections.history import revision_log  # noqa: PLC0415
 
     settings = _settings(ctx)
-    for row in run(
-        _client_call(settings, lambda c: revision_log(c.redis, settings.keys, doc, limit))
-    ):
+
+    async def rows(client: Any) -> list[str]:
+        try:
+            return await revision_log(client.redis, settings.keys, doc, limit)
+        except NotFound as err:
+            raise await _no_document(client, settings, doc) from err
+
+    for row in run(_client_call(settings, rows)):
         click.echo(row)
+
+
+async def _no_document(client: Any, settings: Settings, doc: str) -> NotFound:
+    """The error for a document with no revisions, naming where patchlog looked: the
+    likeliest cause is another server, namespace or data folder than the user thinks."""
+    from patchlog.ops.config import redact  # noqa: PLC0415
+
+    return NotFound(
+        f"no document {doc!r} in namespace {settings.namespace!r} on "
+        f"{redact(_url(settings))} (data folder {await _server_folder(client.redis)}): "
+        "no patch was ever committed to it"
+    )
 
 
 @cli.command()

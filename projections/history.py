@@ -40,8 +40,13 @@ async def content_at(
 
 
 async def revision_log(redis: Redis, keys: Keys, doc: str, limit: int = 50) -> list[str]:
-    """One line per revision of ``doc``, newest first: rev, time, author, id, size, hash."""
+    """One line per revision of ``doc``, newest first: rev, time, author, id, size, hash.
+
+    Raises ``NotFound`` if ``doc`` has no revisions.
+    """
     head = await read_head(redis, keys, doc)
+    if head.rev == 0:
+        raise NotFound(f"no document {doc!r}: no patch was ever committed to it")
     first = max(1, head.rev - limit + 1)
     rows = []
     for r in reversed(await revisions_of(redis, keys, doc, first, head.rev)):
@@ -50,6 +55,4 @@ async def revision_log(redis: Redis, keys: Keys, doc: str, limit: int = 50) -> l
             f"r{r.rev:<6} {when}  {r.author or '-':<12} {r.id:<34} "
             f"{len(r.ops)} ops  {r.lines} lines  {r.hash[:12]}  base r{r.base}"
         )
-    if not rows:
-        rows.append(f"{doc!r} has no revisions")
     return rows

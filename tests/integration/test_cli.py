@@ -146,12 +146,16 @@ async def test_strict_submit_whose_fsync_fails_prints_the_patch_id(tmp_path: Pat
 async def test_a_missing_document_names_the_server_and_its_folder(
     settings: Settings, server: EmbeddedServer
 ) -> None:
-    """`show` of a document nobody wrote is status 4 naming the server and its data
-    folder (the likeliest mistake is another server or folder), not an empty page."""
+    """`show` or `log` of a document nobody wrote is status 4 naming the server and its
+    data folder (the likeliest mistake is another server or folder), not an empty page."""
     assert settings.redis_url is not None
     where = ["--redis-url", settings.redis_url, "--namespace", settings.namespace]
-    for extra in ([], ["--rev", "0"]):
-        status, out, err = await patchlog("show", "nosuchdoc", *extra, *where)
+    for command in (
+        ["show", "nosuchdoc"],
+        ["show", "nosuchdoc", "--rev", "0"],
+        ["log", "nosuchdoc"],
+    ):
+        status, out, err = await patchlog(*command, *where)
         assert (status, out) == (Exit.NOT_FOUND, ""), err
         assert err == (
             f"patchlog: error: no document 'nosuchdoc' in namespace {settings.namespace!r} on "

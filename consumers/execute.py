@@ -309,8 +309,9 @@ class ExecuteStage:
                 or patch.base <= self.docs[patch.doc].rev
             ):
                 continue
+            found = await earlier_pending(self.redis, self.keys, patch.doc, patch.src)
+            # Only a look that worked counts: a failed one must not let _plan reject.
             waiting.next_look = now + _LOOK_STEP
-            found = await earlier_pending(self.redis, self.keys, patch.doc, patch.src, entry[0])
             if found is not None and waiting.earlier is None:
                 log.info(
                     "base ahead: waiting for an earlier pending entry",

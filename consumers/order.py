@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from patchlog.consumers.messages import decode_normalized
-from patchlog.streams.errors import CorruptEntry
+from patchlog.streams.errors import CorruptEntry, GroupMissing
 from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
 
 __all__ = ["earlier_pending"]
@@ -25,16 +25,27 @@ _PAGE = 500
 _PAGES = 20  # at most 10,000 pending entries looked at per stream: a bounded scan
 
 
-async def _pending_before(redis: Redis, stream: str, group: str, before: str) -> list[bytes]:
-    """Ids pending in ``group`` below ``before`` (exclusive), oldest first, bounded."""
+def _stream_id(text: str) -> tuple[int, int]:
+    """A stream id as a comparable (milliseconds, sequence) pair."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _pending(redis: Redis, stream: str, group: str, before: str | None) -> list[bytes]:
+    """Ids pending in ``group`` (below ``before``, exclusive, if given), oldest first,
+    bounded; none if the group does not exist (nothing of it can be pending)."""
     out: list[bytes] = []
     low = "-"
-    for _ in range(_PAGES):
-        rows: Any = await redis.xpending_range(stream, group, low, "(" + before, _PAGE)
-        out += [row["message_id"] for row in rows]
-        if len(rows) < _PAGE:
-            break
-        low = "(" + rows[-1]["message_id"].decode()
+    high = "+" if before is None else "(" + before
+    try:
+        for _ in range(_PAGES):
+            rows: Any = await redis.xpending_range(stream, group, low, high, _PAGE)
+            out += [row["message_id"] for row in rows]
+            if len(rows) < _PAGE:
+                break
+            low = "(" + rows[-1]["message_id"].decode()
+    except GroupMissing:
+        return []
     return out
 
 
@@ -51,20 +62,24 @@ async def _bodies(
     return [(reply[0][0].decode(), reply[0][1]) for reply in replies if reply]
 
 
-async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str, entry: str) -> str | None:
-    """The id of an entry for ``doc`` that came before this patch and is still pending:
-    in the ingress stream below ``src`` (its ingress id) or in the normalized stream below
-    ``entry`` (its normalized id). ``None`` when there is none."""
+async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str) -> str | None:
+    """The id of an entry for ``doc`` submitted before this patch (ingress id ``src``)
+    that is still pending: in the ingress stream below ``src``, or anywhere in the
+    normalized stream's pending list (two normalize workers may forward an earlier patch
+    after a later one, so there it is the patch's own ingress id that is compared).
+    ``None`` when there is none."""
     want = doc.encode()
-    ingress = await _pending_before(redis, keys.patches, NORMALIZE, src)
+    ingress = await _pending(redis, keys.patches, NORMALIZE, src)
     for stream_id, fields in await _bodies(redis, keys.patches, ingress):
         if fields.get(b"doc") == want:
             return stream_id
-    internal = await _pending_before(redis, keys.normalized, EXECUTE, entry)
+    mine = _stream_id(src)
+    internal = await _pending(redis, keys.normalized, EXECUTE, None)
     for stream_id, fields in await _bodies(redis, keys.normalized, internal):
         try:
-            if decode_normalized(fields[b"p"]).doc == doc:
-                return stream_id
+            patch = decode_normalized(fields[b"p"])
         except (KeyError, CorruptEntry):
             continue  # an entry nobody can read is no predecessor to wait for
+        if patch.doc == doc and _stream_id(patch.src) < mine:
+            return stream_id
     return None

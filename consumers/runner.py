@@ -282,17 +282,19 @@ class Runner:
         # retry: anything else in its pending list came from a reply it never read. A
         # second of idleness is only a margin; the sweep runs every claim interval.
         idle_ms = _FORGOTTEN_IDLE_MS
+        known = self.stage.held() | set(self._failures)
+        # Entries it knows of come first in the reply too: look past them for a batch.
         rows: Any = await self.redis.xpending_range(
             self.stage.stream,
             self.stage.name,
             "-",
             "+",
-            self.settings.batch,
+            self.settings.batch + len(known),
             consumername=self.consumer,
             idle=idle_ms,
         )
-        known = self.stage.held() | set(self._failures)
         lost = [r["message_id"] for r in rows if r["message_id"].decode() not in known]
+        lost = lost[: self.settings.batch]
         if not lost:
             return
         claimed: Any = await self.redis.xclaim(

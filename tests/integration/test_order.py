@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.order import earlier_pending
 from patchlog.consumers.runner import Runner
 from patchlog.ops.dryrun import dry_run
 from patchlog.projections.load import read_document
@@ -166,3 +168,28 @@ async def test_strict_mode_holds_from_the_moment_hset_returns(
     ]
     assert not accepted
     assert '"code": "stale"' in text
+
+
+async def test_a_predecessor_forwarded_after_its_successor_is_still_found(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """Two normalize workers may forward an earlier patch after a later one; while an
+    execute worker holds the earlier one, the later one still sees it as pending, and a
+    missing normalize group counts as nothing pending there."""
+    keys = settings.keys
+    client = Client(redis, keys)
+    await redis.xgroup_create(keys.patches, NORMALIZE, id="0", mkstream=True)
+    await redis.xgroup_create(keys.normalized, EXECUTE, id="0", mkstream=True)
+    first = await client.submit("d", 0, ops=insert(1, "x"), id="p1")
+    second = await client.submit("d", 1, ops=insert(1, "y"), id="p2")
+    stage = NormalizeStage(redis, settings, scripts)
+    a: Any = await redis.xreadgroup(NORMALIZE, "nA", {keys.patches: ">"}, count=1)
+    b: Any = await redis.xreadgroup(NORMALIZE, "nB", {keys.patches: ">"}, count=1)
+    await stage.handle("nB", [(i.decode(), f) for i, f in b[0][1]])  # the later one first
+    await stage.handle("nA", [(i.decode(), f) for i, f in a[0][1]])
+    await redis.xreadgroup(EXECUTE, "e2", {keys.normalized: ">"}, count=1)  # p2's entry
+    held: Any = await redis.xreadgroup(EXECUTE, "e1", {keys.normalized: ">"}, count=1)
+    assert await earlier_pending(redis, keys, "d", second.entry) == held[0][1][0][0].decode()
+    assert await earlier_pending(redis, keys, "d", first.entry) is None
+    await redis.xgroup_destroy(keys.patches, NORMALIZE)
+    assert await earlier_pending(redis, keys, "d", second.entry) is not None

@@ -1,10 +1,16 @@
 """Rebase: carry a patch's line numbers from its base through later revisions.
 
-A patch op and a revision's op are independent under the same rule as two ops of one
-patch (DESIGN invariant 5): their ranges share no line, and they are not two inserts at
-the same position. Independent ops commute; for those, "A then rebased B" equals
-"B then rebased A". Anything else is a ``conflict``, except a patch op identical to the
-revision's op (same range, same lines), which is dropped as already made.
+A rebased op conflicts only when it would overwrite what it did not see (DESIGN,
+"Concurrency"): a replace or delete whose range shares a line with a revision's op or
+holds a revision's insert strictly inside it; an insert whose position a revision
+replaced or deleted on both sides. Two inserts at one position do not conflict: the
+rebased patch's lines go after the revision's, so commit order is document order (two
+agents appending to one transcript both commit). A patch op identical to the revision's
+op (same range, same lines) is dropped as already made. Independent ops commute, except
+that same-place inserts follow commit order.
+
+A diff's context lines are checked against its base; at rebase they do not count as
+touched: a context line a revision changed is no longer expected at the head.
 """
 
 from __future__ import annotations
@@ -58,9 +64,9 @@ def check_base(base: int, head: int, *, strict: bool) -> None:
 
 
 def _touches(p: Splice, r: Splice) -> bool:
-    """Whether revision op ``r`` and patch op ``p`` are not independent."""
-    if r.start == r.end == p.start == p.end:
-        return True
+    """Whether revision op ``r`` and patch op ``p`` collide: their ranges share a line,
+    or one's insert falls strictly inside the other's range. Inserts at one position
+    (and an insert at either edge of a range) do not collide."""
     return r.start < p.end and p.start < r.end
 
 
@@ -76,10 +82,16 @@ def _through(
     delta = 0
     j = 0
     for p, original in tracked:
+        made = False
         while j < len(edits) and edits[j].end <= p.start and not _touches(p, edits[j]):
             r = edits[j]
             delta += len(r.lines) - (r.end - r.start)
             j += 1
+            # A revision's insert at this op's own position comes first (commit order),
+            # unless it is this very insert, already made.
+            made = made or (drop_made and r == p)
+        if made:
+            continue
         if j < len(edits) and _touches(p, edits[j]):
             r = edits[j]
             if drop_made and r == p:
@@ -112,18 +124,32 @@ def rebase(splices: Sequence[Splice], later: Sequence[Later]) -> tuple[Splice, .
 
 
 def map_expectations(expect: Sequence[Expect], later: Sequence[Later]) -> tuple[Expect, ...]:
-    """Carry a diff's expected base lines through ``later`` revisions.
+    """Carry a diff's expected context lines through ``later`` revisions.
 
-    A diff's context is part of what it touches: if a revision changed an expected line,
-    the diff cannot be checked against the head and ``Rejected`` (``conflict``) is
-    raised. ``expect`` is ascending by line.
+    Context does not count as touched at rebase (as in ``git merge-file``): a line a
+    revision changed is left out, the others move to their line at the head. ``expect``
+    is ascending by line; never raises.
     """
-    tracked = [(Splice(e.line, e.line + 1, (e.text,)),) * 2 for e in expect]
+    out: list[Expect] = []
+    for e in expect:
+        line = _carry_line(e.line, later)
+        if line is not None:
+            out.append(Expect(line, e.text, e.removed))
+    return tuple(out)
+
+
+def _carry_line(line: int, later: Sequence[Later]) -> int | None:
+    """Where base line ``line`` (0-based) is after ``later``, or ``None`` if one of them
+    replaced or deleted it."""
     for rev in later:
-        tracked = _through(tracked, rev, drop_made=False, what="context line")
-    return tuple(
-        Expect(s.start, s.lines[0], e.removed) for (s, _), e in zip(tracked, expect, strict=True)
-    )
+        shift = 0
+        for r in rev.splices:  # each op wholly below the line shifts it
+            if r.start <= line < r.end:
+                return None
+            if r.end <= line:
+                shift += len(r.lines) - (r.end - r.start)
+        line += shift
+    return line
 
 
 def rebase_diff(

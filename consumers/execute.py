@@ -44,7 +44,6 @@ __all__ = ["ExecuteStage"]
 log = structlog.get_logger("patchlog.execute")
 _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
-_RECORD = msgspec.json.Decoder(IdRecord)
 _ROUNDS = 50
 _CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
 _WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base

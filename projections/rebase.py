@@ -70,9 +70,7 @@ def _touches(p: Splice, r: Splice) -> bool:
     return r.start < p.end and p.start < r.end
 
 
-def _through(
-    tracked: list[tuple[Splice, Splice]], later: Later, *, drop_made: bool, what: str
-) -> list[tuple[Splice, Splice]]:
+def _through(tracked: list[tuple[Splice, Splice]], later: Later) -> list[tuple[Splice, Splice]]:
     """Map ascending (current, original) splices through one revision.
 
     Raises ``Rejected`` (``conflict``) naming the original op, the line and the revision.
@@ -89,21 +87,21 @@ def _through(
             j += 1
             # A revision's insert at this op's own position comes first (commit order),
             # unless it is this very insert, already made.
-            made = made or (drop_made and r == p)
+            made = made or r == p
         if made:
             continue
         if j < len(edits) and _touches(p, edits[j]):
             r = edits[j]
-            if drop_made and r == p:
+            if r == p:
                 delta += len(r.lines) - (r.end - r.start)
                 j += 1
                 continue
             line = original.start + max(0, r.start - p.start) + 1
-            label = describe(original) if what == "op" else "diff context"
             raise Rejected(
                 RejectCode.CONFLICT,
-                f"{label}: line {line} of the base was changed by revision {later.rev} "
-                f"({describe(r)}); rule: a rebased {what} touches no line changed after its base",
+                f"{describe(original)}: line {line} of the base was changed by revision "
+                f"{later.rev} ({describe(r)}); rule: a rebased op touches no line changed "
+                "after its base",
             )
         out.append((Splice(p.start + delta, p.end + delta, p.lines), original))
     return out
@@ -117,10 +115,15 @@ def rebase(splices: Sequence[Splice], later: Sequence[Later]) -> tuple[Splice, .
     ``noop``. Raises ``Rejected`` (``conflict``) naming the op, the line and the
     revision. Time is linear in the number of splices plus the ops of ``later``.
     """
+    return tuple(s for s, _ in reversed(_carry(splices, later)))
+
+
+def _carry(splices: Sequence[Splice], later: Sequence[Later]) -> list[tuple[Splice, Splice]]:
+    """(current, original) pairs, ascending, of ``splices`` carried through ``later``."""
     tracked = [(s, s) for s in reversed(splices)]
     for rev in later:
-        tracked = _through(tracked, rev, drop_made=True, what="op")
-    return tuple(s for s, _ in reversed(tracked))
+        tracked = _through(tracked, rev)
+    return tracked
 
 
 def map_expectations(expect: Sequence[Expect], later: Sequence[Later]) -> tuple[Expect, ...]:
@@ -162,9 +165,7 @@ def rebase_diff(
     ``map_expectations``. Raises ``Rejected`` (``conflict``) for an op first, then for
     context.
     """
-    tracked = [(s, s) for s in reversed(splices)]
-    for rev in later:
-        tracked = _through(tracked, rev, drop_made=True, what="op")
+    tracked = _carry(splices, later)
     moved = {original: current for current, original in tracked}
     ascending = list(reversed(splices))
     carried: list[Expect] = []

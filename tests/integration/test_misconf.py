@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -63,7 +62,7 @@ async def test_misconf_is_waited_out_not_dead_lettered(kind: str, tmp_path: Path
             assert time.monotonic() < deadline, "the server never refused writes"
             await asyncio.sleep(0.1)
         stage = runners(redis, settings, scripts)[1].stage
-        runner = Runner(redis, msgspec.structs.replace(settings), scripts, stage, "e0")
+        runner = Runner(redis, settings, scripts, stage, "e0")
         task = asyncio.create_task(runner.run())
         await asyncio.sleep(3.0)
         assert not task.done(), task

@@ -6,8 +6,9 @@ holds a revision's insert strictly inside it; an insert whose position a revisio
 replaced or deleted on both sides. Two inserts at one position do not conflict: the
 rebased patch's lines go after the revision's, so commit order is document order (two
 agents appending to one transcript both commit). A patch op identical to the revision's
-op (same range, same lines) is dropped as already made. Independent ops commute, except
-that same-place inserts follow commit order.
+op (same range, same lines) is dropped as already made, and so is a run of touching ops
+that makes exactly the change of a run of the revision's (however each side split it).
+Independent ops commute, except that same-place inserts follow commit order.
 
 A diff's context lines are checked against its base; at rebase they do not count as
 touched: a context line a revision changed is no longer expected at the head.
@@ -70,12 +71,39 @@ def _touches(p: Splice, r: Splice) -> bool:
     return r.start < p.end and p.start < r.end
 
 
+_RANGE_RULE = (
+    "rule: a rebased replace or delete conflicts only with a later change to one of its "
+    "lines or an insert strictly inside its range"
+)
+
+
+def _conflict(original: Splice, p: Splice, r: Splice, rev: int) -> str:
+    """The conflict message: the patch's op, the base line concerned, the revision."""
+    where = f"{describe(original)}: "
+    if p.start == p.end:
+        return (
+            f"{where}lines {original.start} and {original.start + 1} of the base around it "
+            f"were changed by revision {rev} ({describe(r)}); rule: a rebased insert "
+            "conflicts only when the lines on both sides of it were replaced or deleted"
+        )
+    if r.start == r.end:
+        line = original.start + r.start - p.start
+        return (
+            f"{where}revision {rev} inserted lines after line {line} of the base, inside its "
+            f"range ({describe(r)}); {_RANGE_RULE}"
+        )
+    line = original.start + max(0, r.start - p.start) + 1
+    changed = f"line {line} of the base was changed by revision {rev} ({describe(r)})"
+    return f"{where}{changed}; {_RANGE_RULE}"
+
+
 def _through(tracked: list[tuple[Splice, Splice]], later: Later) -> list[tuple[Splice, Splice]]:
     """Map ascending (current, original) splices through one revision.
 
     Raises ``Rejected`` (``conflict``) naming the original op, the line and the revision.
     """
     edits = list(reversed(later.splices))
+    tracked = _drop_made_runs(tracked, edits)
     out: list[tuple[Splice, Splice]] = []
     delta = 0
     j = 0
@@ -96,15 +124,38 @@ def _through(tracked: list[tuple[Splice, Splice]], later: Later) -> list[tuple[S
                 delta += len(r.lines) - (r.end - r.start)
                 j += 1
                 continue
-            line = original.start + max(0, r.start - p.start) + 1
-            raise Rejected(
-                RejectCode.CONFLICT,
-                f"{describe(original)}: line {line} of the base was changed by revision "
-                f"{later.rev} ({describe(r)}); rule: a rebased op touches no line changed "
-                "after its base",
-            )
+            raise Rejected(RejectCode.CONFLICT, _conflict(original, p, r, later.rev))
         out.append((Splice(p.start + delta, p.end + delta, p.lines), original))
     return out
+
+
+def _runs(splices: Sequence[Splice]) -> list[tuple[int, int, Splice]]:
+    """Maximal runs of ascending splices that touch end to start: ``(first, past_last,
+    the run as one splice)``. A diff's hunk is such a run, however its ops are split."""
+    out: list[tuple[int, int, Splice]] = []
+    i = 0
+    while i < len(splices):
+        j = i + 1
+        while j < len(splices) and splices[j - 1].end == splices[j].start:
+            j += 1
+        lines = tuple(x for s in splices[i:j] for x in s.lines)
+        out.append((i, j, Splice(splices[i].start, splices[j - 1].end, lines)))
+        i = j
+    return out
+
+
+def _drop_made_runs(
+    tracked: list[tuple[Splice, Splice]], edits: Sequence[Splice]
+) -> list[tuple[Splice, Splice]]:
+    """``tracked`` without its runs that make exactly the change of one of the revision's
+    runs (already made, however either side split it into ops)."""
+    made = {run for _, _, run in _runs(edits)}
+    current = [p for p, _ in tracked]
+    keep: list[tuple[Splice, Splice]] = []
+    for i, j, run in _runs(current):
+        if run not in made:
+            keep += tracked[i:j]
+    return keep
 
 
 def rebase(splices: Sequence[Splice], later: Sequence[Later]) -> tuple[Splice, ...]:

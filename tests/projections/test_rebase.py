@@ -18,7 +18,7 @@ from patchlog.projections.rebase import (
 )
 from patchlog.streams.errors import Rejected
 from patchlog.streams.limits import Limits
-from patchlog.streams.schema import Delete, Insert, RejectCode, Replace
+from patchlog.streams.schema import Delete, Insert, Op, RejectCode, Replace
 from tests.strategies import document, independent_splices, line
 
 LIMITS = Limits()
@@ -85,7 +85,24 @@ def conflicting_patches(
         except Rejected:
             continue
         b.append(s)
+    # Not the change of a run of touching ops of A: that one is already made.
+    mine = [run for run in joined(desc(b)) if run.start <= p.start and p.end <= run.end]
+    assume(not set(mine) & joined(desc(a)))
     return doc, desc(a), desc(b)
+
+
+def joined(splices: tuple[Splice, ...]) -> set[Splice]:
+    """Each run of touching ops (end of one = start of the next) of descending
+    ``splices`` as one splice."""
+    out: set[Splice] = set()
+    run: list[Splice] = []
+    for s in [*reversed(splices), None]:
+        if run and (s is None or run[-1].end != s.start):
+            out.add(Splice(run[0].start, run[-1].end, tuple(x for r in run for x in r.lines)))
+            run = []
+        if s is not None:
+            run.append(s)
+    return out
 
 
 def normalize_splices(splices: list[Splice]) -> None:
@@ -103,7 +120,7 @@ def test_a_conflicting_patch_is_rejected_whole(
     with pytest.raises(Rejected) as info:
         rebase(b, [Later(rev=7, splices=a)])
     assert info.value.code is RejectCode.CONFLICT
-    assert "by revision 7" in info.value.message
+    assert "revision 7 " in info.value.message
     assert head == snapshot
 
 
@@ -116,8 +133,28 @@ def test_conflict_message_names_op_line_and_revision() -> None:
     assert (err.code, err.message) == (
         RejectCode.CONFLICT,
         "delete 4..5: line 5 of the base was changed by revision 4 (replace 5..6); "
-        "rule: a rebased op touches no line changed after its base",
+        "rule: a rebased replace or delete conflicts only with a later change to one of "
+        "its lines or an insert strictly inside its range",
     )
+    inside = normalize([Insert(at=3, lines=("x",))], LIMITS)
+    err = pytest.raises(Rejected, rebase, patch_of(Delete(from_=2, to=3)), [Later(5, inside)]).value
+    assert err.message.startswith(
+        "delete 2..3: revision 5 inserted lines after line 2 of the base, inside its range "
+        "(insert at 3)"
+    )
+    around = normalize([Replace(from_=2, to=3, lines=("y",))], LIMITS)
+    err = pytest.raises(
+        Rejected, rebase, patch_of(Insert(at=3, lines=("z",))), [Later(6, around)]
+    ).value
+    assert err.message == (
+        "insert at 3: lines 2 and 3 of the base around it were changed by revision 6 "
+        "(replace 2..3); rule: a rebased insert conflicts only when the lines on both "
+        "sides of it were replaced or deleted"
+    )
+
+
+def patch_of(*ops: Op) -> tuple[Splice, ...]:
+    return normalize(list(ops), LIMITS)
 
 
 def test_two_inserts_at_one_position_both_commit_in_commit_order() -> None:

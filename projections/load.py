@@ -37,17 +37,26 @@ def later_of(revision: Revision) -> Later:
     return Later(rev=revision.rev, splices=from_ops(revision.ops))
 
 
-async def load_content(redis: Redis, keys: Keys, doc: str, head: Head | None = None) -> Loaded:
+async def load_content(
+    redis: Redis, keys: Keys, doc: str, head: Head | None = None, known: Loaded | None = None
+) -> Loaded:
     """The content of ``doc`` at its head (or at ``head``), checked against the hash.
 
-    Raises ``VerifyFailed`` if replaying the log does not give the head's hash, and
+    ``known``, an earlier load of the same document, is caught up by the revisions after
+    it instead of replaying from the snapshot (what a retrying editor needs). Raises
+    ``VerifyFailed`` if replaying the log does not give the head's hash, and
     ``CorruptEntry`` if the log lacks one of the revisions.
     """
     if head is None:
         head = await read_head(redis, keys, doc)
     start = Snapshot(0, EMPTY_HASH, [])
     revisions: list[Revision] | None = None
-    snap = await read_snapshot(redis, keys, doc)
+    snap = None
+    if known is not None and known.rev <= head.rev:
+        start = Snapshot(known.rev, known.hash, known.lines)
+        revisions = await revisions_of(redis, keys, doc, known.rev + 1, head.rev)
+    else:
+        snap = await read_snapshot(redis, keys, doc)
     if snap is not None and 0 < snap.rev <= head.rev:
         # One read covers the check and the replay: the revision at the snapshot (a
         # snapshot is a cache, used only if it is the logged content there) and after.

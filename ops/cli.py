@@ -342,7 +342,9 @@ async def _server_folder(redis: Any) -> str:
 @click.option("--wait", is_flag=True, help="Wait for the outcome and print it.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
 @click.option(
-    "--dry-run", is_flag=True, help="Validate against the head; print the diff; submit nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Decide against the head (rebasing an older base); print the diff; submit nothing.",
 )
 @click.pass_context
 @_handle_errors
@@ -358,7 +360,19 @@ def submit(
     timeout: float,
     dry_run: bool,
 ) -> None:
-    """Submit a patch; with --wait print its outcome (exit 1 when rejected)."""
+    """Submit a patch; with --wait print its outcome (exit 1 when rejected).
+
+    \b
+    A patch on an older base is rebased onto the head. It is a conflict only when
+    it would overwrite what it did not see:
+    - a replace or delete whose lines a later revision changed, or inside whose
+      range a later revision inserted;
+    - an insert whose lines on both sides a later revision replaced or deleted.
+    Inserts at the same place both commit, in commit order; edits of adjacent
+    lines both commit; a diff's context lines only have to match its base; a
+    change a later revision already made is a noop. --dry-run shows the patch
+    rebased onto the head, as ops and as a diff.
+    """
     if (ops_json is None) == (diff_file is None):
         raise click.UsageError("give exactly one of --ops and --diff")
     diff = diff_file.read() if diff_file is not None else None
@@ -387,6 +401,58 @@ def submit(
         click.echo(msgspec.json.encode(submitted).decode())  # the entry id is what to wait on
         return
     click.echo(msgspec.json.encode(outcome).decode())
+    sys.exit(1 if outcome.status == "rejected" else 0)
+
+
+@cli.command()
+@global_options
+@click.argument("doc")
+@click.option("--author", help="Who makes the edit.")
+@click.option(
+    "--reopens",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Times the editor reopens after a conflict.",
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for an outcome.")
+@click.pass_context
+@_handle_errors
+def edit(ctx: click.Context, doc: str, author: str | None, reopens: int, timeout: float) -> None:
+    """Edit DOC's head in $VISUAL or $EDITOR (default vi); submit the change on save.
+
+    The difference is submitted on the revision you opened, and the outcome printed
+    as submit --wait prints it. A file saved unchanged submits nothing. A conflict
+    (someone changed a line you changed) is shown, your version is kept in a file,
+    and the editor reopens with the new head. Exit 0 when committed or unchanged, 1
+    when rejected or the editor failed.
+    """
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from patchlog.ops.editor import Session, editor_command, outcome_json  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    command = editor_command(dict(os.environ))
+
+    async def go(client: Any) -> Any:
+        with tempfile.TemporaryDirectory(prefix="patchlog-edit-") as folder:
+            session = Session(
+                client,
+                doc,
+                command=command,
+                folder=Path(folder),
+                author=author,
+                timeout=timeout,
+                say=lambda text: click.echo(text, err=True),
+            )
+            return await session.run(reopens)
+
+    outcome = run(_client_call(settings, go, block=1.5))
+    if outcome is None:
+        click.echo(f"no change: nothing submitted for {doc}", err=True)
+        return
+    click.echo(outcome_json(outcome))
     sys.exit(1 if outcome.status == "rejected" else 0)
 
 

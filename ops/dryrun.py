@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from patchlog.consumers.normalize import normalize_entry
 from patchlog.projections.diff import render_diff
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of, load_content
+from patchlog.projections.patch import to_ops
 from patchlog.streams.client import Client
 from patchlog.streams.errors import Rejected
 from patchlog.streams.log import read_head, read_strict, revisions_of
@@ -56,4 +59,10 @@ async def dry_run(
     if planned is None:
         return f"noop: {doc} at revision {head.rev} would not change\n", True
     header = f"# {doc}: revision {head.rev} -> {head.rev + 1} (not submitted)\n"
+    if patch.base < head.rev:
+        ops = msgspec.json.encode(to_ops(planned.splices)).decode()
+        header += (
+            f"# rebased from base {patch.base} onto the head {head.rev}; as ops on the "
+            f"head: {ops}\n"
+        )
     return header + render_diff(loaded.lines, planned.content, doc), True

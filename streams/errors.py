@@ -15,7 +15,8 @@
     ├── VerifyFailed          the revision log and the live state disagree
     ├── NotFound              a document or revision that does not exist
     ├── Timeout               a bounded wait ran out (waiting for an outcome, draining)
-    └── RetryLater            control-flow signal: try these entries again later, no failure
+    ├── RetryLater            control-flow signal: try these entries again later, no failure
+    └── EditorFailed          (ops.editor) `patchlog edit`'s editor failed: nothing is sent
 
 Every class below the root is raised by patchlog code only; exceptions of libraries are
 translated at the boundary where they occur and never escape a stage:

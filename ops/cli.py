@@ -3,145 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import msgspec
-import uvloop
 
 from patchlog import __version__
-from patchlog.ops.config import env_help, load_settings, redis_url_source
-from patchlog.ops.logs import configure_logging
-from patchlog.streams.errors import (
-    CorruptEntry,
-    NotFound,
-    PatchlogError,
-    Rejected,
-    ServerError,
-    ServerUnavailable,
-    Timeout,
-    VerifyFailed,
+from patchlog.ops import cli_audit, cli_files, cli_stream
+from patchlog.ops.clibase import (
+    EXIT_MEANINGS,
+    GLOBALS,
+    client_call,
+    global_options,
+    handle_errors,
+    run,
+    settings_of,
+    url_of,
+    url_source,
 )
-from patchlog.streams.settings import Settings
+from patchlog.ops.config import env_help
+from patchlog.ops.logs import configure_logging
 
 __all__ = ["main"]
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on uvloop, the event loop of every patchlog process."""
-    return uvloop.run(coro)
-
-
-class Exit(enum.IntEnum):
-    """Exit statuses of every ``patchlog`` command (``EXIT_MEANINGS`` says each one)."""
-
-    OK = 0
-    NO = 1
-    USAGE = 2
-    SERVER = 3
-    NOT_FOUND = 4
-    TIMEOUT = 5
-    CORRUPT = 6
-
-
-EXIT_MEANINGS = {
-    Exit.OK: "success",
-    Exit.NO: "it worked and the answer is no: a rejected patch, a mismatch found by verify, "
-    "a benchmark below --min-ratio",
-    Exit.USAGE: "a bad flag, argument or PATCHLOG_* value",
-    Exit.SERVER: "the server cannot be reached, refuses patchlog, or failed a command",
-    Exit.NOT_FOUND: "no such document or revision",
-    Exit.TIMEOUT: "a bounded wait ran out (submit --wait)",
-    Exit.CORRUPT: "the log does not decode or does not replay to the live state",
-}
-
-
-# Most specific first: the first class an error is an instance of decides its status.
-_EXITS: tuple[tuple[type[PatchlogError], Exit], ...] = (
-    (NotFound, Exit.NOT_FOUND),
-    (Timeout, Exit.TIMEOUT),
-    (ServerError, Exit.SERVER),
-    (CorruptEntry, Exit.CORRUPT),
-    (VerifyFailed, Exit.CORRUPT),
-    (Rejected, Exit.NO),
-)
-
-
-def exit_status(err: PatchlogError) -> Exit:
-    """The documented exit status for an expected error."""
-    return next((code for cls, code in _EXITS if isinstance(err, cls)), Exit.NO)
-
-
-def _settings(ctx: click.Context, **overrides: Any) -> Settings:
-    given: dict[str, Any] = ctx.find_root().meta.get(_GLOBALS, {})
-    try:
-        return load_settings(overrides={**given, **overrides})
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-
-
-def _url(settings: Settings) -> str:
-    return settings.redis_url or f"redis://{settings.host}:{settings.port}/0"
-
-
-def _url_source(ctx: click.Context) -> str | None:
-    """Where the server URL came from: --redis-url, PATCHLOG_REDIS_URL, REDIS_URL, or
-    ``None`` (the embedded server's address)."""
-    return redis_url_source(overrides=ctx.find_root().meta.get(_GLOBALS, {}))
-
-
-def _handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn an expected error into one line on stderr and its documented exit status;
-    only a bug prints a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except PatchlogError as err:
-            message = " ".join(str(err).split()) or type(err).__name__
-            click.echo(f"patchlog: error: {message}", err=True)
-            sys.exit(exit_status(err))
-
-    return wrapper
-
-
-_GLOBALS = "patchlog.globals"
-
-
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """Keep a global option's value; given after the subcommand, it wins."""
-    if value is None or param.name is None:
-        return
-    ctx.find_root().meta.setdefault(_GLOBALS, {})[param.name] = value
-    if param.name == "json_logs":
-        configure_logging(json=value)
-
-
-_GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("--redis-url",), {"help": "Use this server instead of the embedded one."}),
-    (("--namespace",), {"help": "Key prefix (default patchlog)."}),
-    (("--data-dir",), {"type": click.Path(file_okay=False), "help": "Embedded server data."}),
-    (("--port",), {"type": int, "help": "Embedded server port (default 6390)."}),
-    (("--json-logs/--pretty-logs",), {"default": None, "help": "Log format (default: by tty)."}),
-]
-
-
-def global_options(fn: Callable[..., T]) -> Callable[..., T]:
-    """The options every command accepts, before or after the subcommand's name."""
-    for decls, kwargs in reversed(_GLOBAL_OPTIONS):
-        fn = click.option(*decls, expose_value=False, callback=_remember, **kwargs)(fn)
-    return fn
-
 
 _ENV_TEXT = "\n".join(f"  {name} (default {default})" for name, default in env_help())
 _EXIT_TEXT = "\n".join(f"  {code.value}  {meaning}" for code, meaning in EXIT_MEANINGS.items())
@@ -165,7 +52,7 @@ def cli(ctx: click.Context) -> None:
     Every patch is validated, ordered, applied exactly once, numbered and kept in a
     revision log; the documents are a projection of that log.
     """
-    given = ctx.meta.get(_GLOBALS, {})
+    given = ctx.meta.get(GLOBALS, {})
     if "json_logs" not in given:
         configure_logging(json=None)
 
@@ -177,7 +64,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="Embedded appendfsync.")
 @click.option("--metrics-port", type=int, default=0, help="First worker metrics port (0: none).")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def up(
     ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, metrics_port: int
 ) -> None:
@@ -188,8 +75,8 @@ def up(
     """
     from patchlog.ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
 
-    settings = _settings(ctx, fsync=fsync)
-    source = _url_source(ctx)
+    settings = settings_of(ctx, fsync=fsync)
+    source = url_source(ctx)
 
     async def main() -> int:
         supervisor = Supervisor(
@@ -237,7 +124,7 @@ def up(
     " the server and logged any warning about it once.",
 )  # fmt: skip
 @click.pass_context
-@_handle_errors
+@handle_errors
 def worker(ctx: click.Context, stage: str, name: str | None, burst: bool, supervised: bool) -> None:
     """Run one stage worker (for systemd, Kubernetes, or scaling by hand).
 
@@ -245,15 +132,15 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool, superv
     """
     from patchlog.ops.worker import default_consumer, run_worker  # noqa: PLC0415
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     status = run(
         run_worker(
             settings,
-            _url(settings),
+            url_of(settings),
             stage,
             name or default_consumer(stage),
             burst=burst,
-            source=_url_source(ctx),
+            source=url_source(ctx),
             warn=not supervised,
         )
     )
@@ -264,12 +151,12 @@ def worker(ctx: click.Context, stage: str, name: str | None, burst: bool, superv
 @global_options
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="appendfsync.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def server(ctx: click.Context, fsync: str | None) -> None:
     """Run the embedded server alone, until Ctrl-C (it locks its data folder)."""
     from patchlog.streams.server import EmbeddedServer  # noqa: PLC0415
 
-    settings = _settings(ctx, fsync=fsync)
+    settings = settings_of(ctx, fsync=fsync)
 
     async def main() -> None:
         srv = EmbeddedServer(
@@ -293,40 +180,6 @@ def server(ctx: click.Context, fsync: str | None) -> None:
     run(main())
 
 
-async def _client_call(
-    settings: Settings, action: Callable[[Any], Awaitable[T]], block: float = 0
-) -> T:
-    """Run ``action`` with a client of the server. Raises ``ServerError`` naming the URL
-    and where it came from if there is no server."""
-    from patchlog.ops.worker import describe_url  # noqa: PLC0415
-    from patchlog.streams.client import Client  # noqa: PLC0415
-    from patchlog.streams.connection import connect  # noqa: PLC0415
-
-    redis = connect(settings, _url(settings), name="patchlog-cli", block_ms=int(block * 1000))
-    try:
-        try:
-            await redis.ping()
-        except ServerUnavailable as err:
-            ctx = click.get_current_context(silent=True)
-            where = describe_url(_url(settings), _url_source(ctx) if ctx else None)
-            hint = "" if settings.redis_url else "; start it with `patchlog up`"
-            raise ServerError(f"no server at {where}: {err}{hint}") from None
-        return await action(Client(redis, settings.keys, settings.durability))
-    finally:
-        await redis.aclose()
-
-
-async def _server_folder(redis: Any) -> str:
-    """The server's data folder (``CONFIG GET dir``), or why it cannot be told."""
-    from patchlog.streams.errors import CommandFailed, ServerRefused  # noqa: PLC0415
-
-    try:
-        folder = (await redis.config_get("dir")).get("dir")
-    except (CommandFailed, ServerRefused):
-        return "unknown (CONFIG GET is not allowed)"
-    return str(folder)
-
-
 @cli.command()
 @global_options
 @click.option("--doc", required=True, help="Document name.")
@@ -347,7 +200,7 @@ async def _server_folder(redis: Any) -> str:
     help="Decide against the head (rebasing an older base); print the diff; submit nothing.",
 )
 @click.pass_context
-@_handle_errors
+@handle_errors
 def submit(
     ctx: click.Context,
     doc: str,
@@ -376,12 +229,12 @@ def submit(
     if (ops_json is None) == (diff_file is None):
         raise click.UsageError("give exactly one of --ops and --diff")
     diff = diff_file.read() if diff_file is not None else None
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if dry_run:
         from patchlog.ops.dryrun import dry_run as check  # noqa: PLC0415
 
         text, ok = run(
-            _client_call(settings, lambda c: check(c, settings, doc, base, ops_json, diff))
+            client_call(settings, lambda c: check(c, settings, doc, base, ops_json, diff))
         )
         click.echo(text, nl=False)
         sys.exit(0 if ok else 1)
@@ -396,7 +249,7 @@ def submit(
             return submitted, None
         return submitted, await client.wait(submitted, timeout)  # this submission's own
 
-    submitted, outcome = run(_client_call(settings, go, block=1.5))
+    submitted, outcome = run(client_call(settings, go, block=1.5))
     if outcome is None:
         click.echo(msgspec.json.encode(submitted).decode())  # the entry id is what to wait on
         return
@@ -417,7 +270,7 @@ def submit(
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for an outcome.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def edit(ctx: click.Context, doc: str, author: str | None, reopens: int, timeout: float) -> None:
     """Edit DOC's head in $VISUAL or $EDITOR (default vi); submit the change on save.
 
@@ -432,7 +285,7 @@ def edit(ctx: click.Context, doc: str, author: str | None, reopens: int, timeout
 
     from patchlog.ops.editor import Session, editor_command, outcome_json  # noqa: PLC0415
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     command = editor_command(dict(os.environ))
 
     async def go(client: Any) -> Any:
@@ -448,7 +301,7 @@ def edit(ctx: click.Context, doc: str, author: str | None, reopens: int, timeout
             )
             return await session.run(reopens)
 
-    outcome = run(_client_call(settings, go, block=1.5))
+    outcome = run(client_call(settings, go, block=1.5))
     if outcome is None:
         click.echo(f"no change: nothing submitted for {doc}", err=True)
         return
@@ -458,96 +311,17 @@ def edit(ctx: click.Context, doc: str, author: str | None, reopens: int, timeout
 
 @cli.command()
 @global_options
-@click.argument("doc")
-@click.option("--rev", type=int, help="Show the document at this revision.")
-@click.pass_context
-@_handle_errors
-def show(ctx: click.Context, doc: str, rev: int | None) -> None:
-    """Print a document (at its head, or at --rev); status 4 if it does not exist."""
-    from patchlog.projections.history import content_at  # noqa: PLC0415
-    from patchlog.streams.log import read_head  # noqa: PLC0415
-
-    settings = _settings(ctx)
-
-    async def show_doc(client: Any) -> tuple[int, list[str]]:
-        try:
-            return await content_at(client.redis, settings.keys, doc, rev)
-        except NotFound as err:
-            if (await read_head(client.redis, settings.keys, doc)).rev:
-                raise  # the document exists; the revision does not
-            raise await _no_document(client, settings, doc) from err
-
-    _, lines = run(_client_call(settings, show_doc))
-    for line in lines:
-        click.echo(line)
-
-
-@cli.command(name="log")
-@global_options
-@click.argument("doc")
-@click.option("--limit", default=50, show_default=True, help="Newest revisions to list.")
-@click.pass_context
-@_handle_errors
-def log_cmd(ctx: click.Context, doc: str, limit: int) -> None:
-    """List a document's revisions, newest first; status 4 if it does not exist."""
-    from patchlog.projections.history import revision_log  # noqa: PLC0415
-
-    settings = _settings(ctx)
-
-    async def rows(client: Any) -> list[str]:
-        try:
-            return await revision_log(client.redis, settings.keys, doc, limit)
-        except NotFound as err:
-            raise await _no_document(client, settings, doc) from err
-
-    for row in run(_client_call(settings, rows)):
-        click.echo(row)
-
-
-async def _no_document(client: Any, settings: Settings, doc: str) -> NotFound:
-    """The error for a document with no revisions, naming where patchlog looked: the
-    likeliest cause is another server, namespace or data folder than the user thinks."""
-    from patchlog.ops.config import redact  # noqa: PLC0415
-
-    return NotFound(
-        f"no document {doc!r} in namespace {settings.namespace!r} on "
-        f"{redact(_url(settings))} (data folder {await _server_folder(client.redis)}): "
-        "no patch was ever committed to it"
-    )
-
-
-@cli.command()
-@global_options
-@click.pass_context
-@_handle_errors
-def verify(ctx: click.Context) -> None:
-    """Rebuild every document from the revision log and compare with the live heads."""
-    from patchlog.projections.rebuild import verify as check  # noqa: PLC0415
-
-    settings = _settings(ctx)
-    report = run(_client_call(settings, lambda c: check(c.redis, settings.keys)))
-    for problem in report.problems:
-        click.echo(f"MISMATCH {problem}")
-    click.echo(
-        f"{report.documents} documents, {report.revisions} revisions: "
-        + ("the log reproduces the live state" if report.ok else f"{len(report.problems)} problems")
-    )
-    sys.exit(0 if report.ok else 1)
-
-
-@cli.command()
-@global_options
 @click.option("--patches", default=3000, show_default=True, help="Patches to submit.")
 @click.option("--agents", default=8, show_default=True, help="Concurrent simulated agents.")
 @click.option("--docs", "n_docs", default=20, show_default=True, help="Documents.")
 @click.option("--keep", is_flag=True, help="Keep the temporary data folder.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def demo(ctx: click.Context, patches: int, agents: int, n_docs: int, keep: bool) -> None:
     """Run a pipeline on a fresh embedded server, let agents patch documents, check it."""
     from patchlog.ops.demo import run_demo  # noqa: PLC0415
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     sys.exit(run(run_demo(settings, patches=patches, agents=agents, docs=n_docs, keep=keep)))
 
 
@@ -569,7 +343,7 @@ def demo(ctx: click.Context, patches: int, agents: int, n_docs: int, keep: bool)
               show_default=True, help="Write the figures here.")  # fmt: skip
 @click.option("--min-ratio", type=float, help="Exit 1 below this multiple of the naive pipeline.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def bench(
     ctx: click.Context,
     scenarios: tuple[str, ...],
@@ -584,7 +358,7 @@ def bench(
     """Measure the pipeline on a fresh embedded server (or --redis-url) beside baselines."""
     from patchlog.ops.bench import run_bench  # noqa: PLC0415
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     status = run(
         run_bench(
             list(scenarios) or ["default"],
@@ -600,6 +374,16 @@ def bench(
         )
     )
     sys.exit(status)
+
+
+# The other commands live in their own modules, one per area.
+for _command in (*cli_audit.COMMANDS, *cli_stream.COMMANDS, *cli_files.COMMANDS):
+    cli.add_command(_command)
+
+
+# The other commands live in their own modules, one per area.
+for _command in (*cli_audit.COMMANDS, *cli_stream.COMMANDS, *cli_files.COMMANDS):
+    cli.add_command(_command)
 
 
 def main() -> None:

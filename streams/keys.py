@@ -76,6 +76,16 @@ class Keys(msgspec.Struct, frozen=True):
         """A cached copy of a document's content at some revision (msgpack)."""
         return f"{self.namespace}:snap:{doc}"
 
+    def checkpoints(self, doc: str) -> str:
+        """Hash of revision number to a document's content at that revision (msgpack
+        ``Snapshot``), every ``snapshot_every`` revisions: time travel starts there."""
+        return f"{self.namespace}:snaps:{doc}"
+
+    def projector(self, name: str) -> str:
+        """Hash holding a projector's checkpoint: how far into the revisions stream the
+        folder it keeps is written."""
+        return f"{self.namespace}:projector:{name}"
+
     def patch_id(self, patch_id: str) -> str:
         """List holding the outcome of the patch that owns the id (the first well-formed
         entry decided under it): the idempotency record a replay is answered from."""

@@ -86,7 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     strict: bool = False
     """Namespace-wide strict mode: any base but the head is ``stale``."""
     snapshot_every: int = 100
-    """Revisions of a document between two cached content snapshots."""
+    """Revisions of a document between two cached content snapshots and between two
+    checkpoints (time travel replays at most this many revisions)."""
+    projector_dir: str = ""
+    """The folder a projector keeps equal to the documents (``up`` starts none if empty)."""
     dead_cap: int = 100_000
 
     metrics_port: int = 0

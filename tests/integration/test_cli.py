@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from patchlog.ops.cli import Exit
+from patchlog.ops.clibase import Exit
 from patchlog.ops.config import load_settings, settings_env
 from patchlog.streams.client import Client
 from patchlog.streams.connection import connect

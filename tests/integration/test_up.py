@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from patchlog.ops.cli import Exit
+from patchlog.ops.clibase import Exit
 from patchlog.streams.connection import connect
 from patchlog.streams.errors import ServerError
 from patchlog.streams.server import EmbeddedServer

@@ -34,7 +34,7 @@ from patchlog.streams.codec import SERVER_STAMPED, event_fields, id_reuse, with_
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import CorruptEntry, Rejected, RetryLater
 from patchlog.streams.keys import EXECUTE
-from patchlog.streams.log import read_strict, revisions_of, write_snapshot
+from patchlog.streams.log import read_strict, revisions_of, write_checkpoints, write_snapshot
 from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision
 from patchlog.streams.scripts import CommitKind, CommitRow, Scripts
 from patchlog.streams.settings import Settings
@@ -109,6 +109,7 @@ class ExecuteStage:
         self.keys = settings.keys
         self.stream = self.keys.normalized
         self.docs = DocCache(redis, self.keys)
+        self._checkpoints: list[tuple[str, int, list[str]]] = []
         self._contended_until = 0.0
         self.waiting: dict[str, _Waiting] = {}
         self._strict: dict[str, bool] = {}
@@ -257,6 +258,10 @@ class ExecuteStage:
             if status == "ok":
                 self.waiting.pop(decision.entry[0], None)
                 if decision.content is not None:
+                    if (decision.head + 1) % self.settings.snapshot_every == 0:
+                        self._checkpoints.append(
+                            (decision.patch.doc, decision.head + 1, decision.content)
+                        )
                     self.docs.confirm(
                         decision.patch.doc,
                         decision.epoch,
@@ -488,6 +493,9 @@ class ExecuteStage:
         """Snapshot documents whose confirmed content is ``snapshot_every`` revisions past
         their last snapshot (never speculative content: a chunk may be in flight)."""
         every = self.settings.snapshot_every
+        # Committed revisions at multiples of ``every``: time travel starts there.
+        await write_checkpoints(self.redis, self.keys, self._checkpoints)
+        self._checkpoints.clear()
         for name in confirmed:
             doc = self.docs.get(name)
             if doc is not None and doc.confirmed_rev - doc.snapshot_rev >= every:

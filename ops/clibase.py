@@ -158,7 +158,7 @@ async def client_call(
     """Run ``action`` with a client of the server. Raises ``ServerError`` naming the URL
     and where it came from if there is no server."""
     from patchlog.ops.worker import describe_url  # noqa: PLC0415
-    from patchlog.projections.edit import Client  # noqa: PLC0415
+    from patchlog.projections.client import Client  # noqa: PLC0415
     from patchlog.streams.connection import connect  # noqa: PLC0415
 
     redis = connect(settings, url_of(settings), name="patchlog-cli", block_ms=int(block * 1000))
@@ -170,7 +170,9 @@ async def client_call(
             where = describe_url(url_of(settings), url_source(ctx) if ctx else None)
             hint = "" if settings.redis_url else "; start it with `patchlog up`"
             raise ServerError(f"no server at {where}: {err}{hint}") from None
-        return await action(Client(redis, settings.keys, settings.durability))
+        return await action(
+            Client(redis, settings.keys, settings.durability, every=settings.snapshot_every)
+        )
     finally:
         await redis.aclose()
 

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from patchlog.ops.randomops import single_op, stale_base
 from patchlog.ops.supervisor import Supervisor
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.client import Client, Submitted
 from patchlog.streams.connection import connect
 from patchlog.streams.keys import Keys
@@ -112,7 +112,7 @@ async def run_demo(
             )
         )  # fmt: skip
         elapsed = time.perf_counter() - started
-        report = await verify(redis, settings.keys)
+        report = await rebuild(redis, settings.keys, every=settings.snapshot_every)
         extra = await redis.xlen(settings.keys.outcomes)
         total = sum(outcomes.values())
         click.echo(f"\n{total} patches from {agents} agents on {docs} documents in {elapsed:.1f} s "
@@ -127,8 +127,8 @@ async def run_demo(
         )
         click.echo(f"outcome entries: {extra} (one per submitted entry, retries included)")
         click.echo(f"revisions: {report.revisions} in {report.documents} documents")
-        for problem in report.problems:
-            click.echo(f"MISMATCH {problem}")
+        for problem in report.differences:
+            click.echo(f"MISMATCH {problem.message}")
         ok = report.ok and total == agents * quota
         click.echo("replay of the revision log reproduces every live document: "
                    + ("yes" if report.ok else "NO"))  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from patchlog.projections.edit import Client
+    from patchlog.projections.client import Client
 
 __version__ = "0.1.0"
 
@@ -21,7 +21,7 @@ __all__ = ["Client", "__version__"]
 
 def __getattr__(name: str) -> object:
     if name == "Client":
-        from patchlog.projections.edit import Client  # noqa: PLC0415
+        from patchlog.projections.client import Client  # noqa: PLC0415
 
         return Client
     raise AttributeError(f"module 'patchlog' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """The edit loop: read a document, change its lines, submit the difference, retry races.
 
-``Client.edit`` serves programs (many agents' read-modify-write in one call) and
-``patchlog edit`` serves people; both go through ``edit`` here.
+``Client.edit`` (``projections.client``) serves programs (many agents'
+read-modify-write in one call) and ``patchlog edit`` serves people; both go through
+``edit`` here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from patchlog.projections.patch import Splice, to_ops
 from patchlog.streams.client import Client as _StreamsClient
 from patchlog.streams.schema import Op, Outcome, OutcomeStatus, RejectCode
 
-__all__ = ["Attempt", "Client", "EditFn", "difference", "edit"]
+__all__ = ["Attempt", "EditFn", "difference", "edit", "lost_race"]
 
 EditFn = Callable[[list[str]], list[str] | Awaitable[list[str]]]
 """Given a document's lines at its head, the lines it should have (sync or async)."""
@@ -107,31 +108,4 @@ def _check_lines(new: object) -> None:
         raise TypeError(
             f"the edit function returned {type(new).__name__}; rule: it returns the new "
             "lines as a list of str"
-        )
-
-
-class Client(_StreamsClient):
-    """The Python client with the edit loop: ``submit``, ``wait`` and ``edit``."""
-
-    async def edit(
-        self,
-        doc: str,
-        fn: EditFn,
-        *,
-        retries: int = 10,
-        author: str | None = None,
-        meta: dict[str, Any] | None = None,
-        timeout: float = 30.0,
-        on_retry: Attempt | None = None,
-    ) -> Outcome | None:
-        """Read-modify-write ``doc`` with ``fn`` until it commits; see ``edit``."""
-        return await edit(
-            self,
-            doc,
-            fn,
-            retries=retries,
-            author=author,
-            meta=meta,
-            timeout=timeout,
-            on_retry=on_retry,
         )

@@ -23,12 +23,14 @@ __all__ = [
     "Head",
     "Snapshot",
     "iter_revisions",
+    "read_checkpoint",
     "read_head",
     "read_heads",
     "read_snapshot",
     "read_strict",
     "revisions_of",
     "revisions_since",
+    "write_checkpoints",
     "write_snapshot",
 ]
 
@@ -159,6 +161,45 @@ async def write_snapshot(redis: Redis, keys: Keys, doc: str, rev: int, lines: li
     await redis.set(
         keys.snapshot(doc), _SNAP_ENCODER.encode(Snapshot(rev, content_hash(lines), lines))
     )
+
+
+async def write_checkpoints(
+    redis: Redis, keys: Keys, rows: Sequence[tuple[str, int, list[str]]]
+) -> None:
+    """Keep each ``(doc, rev, lines)`` as a checkpoint of ``doc`` at ``rev`` (one round
+    trip); readers check its hash against the logged revision before trusting it."""
+    if not rows:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for doc, rev, lines in rows:
+            snap = Snapshot(rev, content_hash(lines), lines)
+            pipe.hset(keys.checkpoints(doc), str(rev), _SNAP_ENCODER.encode(snap))
+        await pipe.execute()
+
+
+async def read_checkpoint(
+    redis: Redis, keys: Keys, doc: str, at_most: int, every: int
+) -> Snapshot | None:
+    """The checkpoint of ``doc`` with the highest revision at most ``at_most``: the one
+    at the multiple of ``every`` just below it when it exists (one round trip), else the
+    best of the others (two); ``None`` if there is none that decodes and matches its hash.
+    """
+    key = keys.checkpoints(doc)
+    nearest = at_most - at_most % every
+    raw: Any = await redis.hget(key, str(nearest)) if nearest > 0 else None
+    if raw is None:
+        fields: Any = await redis.hkeys(key)
+        below = [int(f) for f in fields if f.isdigit() and 0 < int(f) <= at_most]
+        if not below:
+            return None
+        raw = await redis.hget(key, str(max(below)))
+        if raw is None:
+            return None
+    try:
+        snap = _SNAP_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return snap if content_hash(snap.lines) == snap.hash else None
 
 
 async def iter_revisions(

@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from patchlog.projections.load import read_document
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.client import Client
 from patchlog.streams.log import read_head
 from patchlog.streams.schema import OutcomeStatus
@@ -45,4 +45,4 @@ async def test_ten_appenders_on_stale_bases_all_commit(
     for k in range(10):
         mine = [x for x in lines if x.startswith(f"a{k}-")]
         assert mine == [f"a{k}-{n}" for n in range(200)]
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok

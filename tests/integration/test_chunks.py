@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.runner import Runner
 from patchlog.projections.load import load_content
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.client import Client
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -45,7 +45,7 @@ async def test_a_replay_answered_mid_batch_does_not_lose_later_patches(
     assert (p3.id, OutcomeStatus.COMMITTED, 4) in decided
     content = await load_content(redis, settings.keys, "d")
     assert content.lines == ["Z", "A", "B", "c"]
-    report = await verify(redis, settings.keys)
+    report = await rebuild(redis, settings.keys, every=settings.snapshot_every)
     assert report.ok, report
 
 
@@ -92,7 +92,7 @@ async def test_equal_content_through_another_revision_fails_the_head_check(
     assert decided["Y"][0] is OutcomeStatus.REJECTED
     assert decided["Y"][2] is RejectCode.CONFLICT
     assert (await load_content(redis, settings.keys, "d")).lines == ["b"]
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok
 
 
 async def test_a_reused_id_in_a_chunk_does_not_corrupt_the_cached_history(
@@ -115,4 +115,4 @@ async def test_a_reused_id_in_a_chunk_does_not_corrupt_the_cached_history(
     assert decided[("Y", "d")] == (OutcomeStatus.COMMITTED, 3, None)
     assert decided[("Q", "d")][2] is RejectCode.CONFLICT
     assert (await load_content(redis, settings.keys, "d")).lines == ["a", "b", "c"]
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok

@@ -7,9 +7,9 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
-from patchlog.projections.edit import Client
+from patchlog.projections.client import Client
 from patchlog.projections.load import read_document
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.schema import Outcome, OutcomeStatus
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
@@ -52,7 +52,7 @@ async def test_twenty_editors_increment_one_counter_to_exactly_1000(
     assert lines == ["1000", "counter above"]
     assert rev == 1001  # one revision per increment, no other
     assert lost[OutcomeStatus.NOOP] > 0  # they did race: each of those would be lost
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok
 
 
 async def test_an_edit_that_changes_nothing_submits_nothing(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from patchlog.projections.edit import Client
+from patchlog.projections.client import Client
 from patchlog.projections.load import read_document
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings

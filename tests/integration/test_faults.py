@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.connection import connect
 from patchlog.streams.errors import ServerError
 from patchlog.streams.log import iter_revisions
@@ -102,8 +102,8 @@ async def check_exactly_once(redis: Redis, settings: Settings, submitted: set[st
     assert {o.id for o in rows} >= submitted, "an acknowledged submission has no outcome"
     applied = Counter([r.id async for _, r in iter_revisions(redis, settings.keys)])
     assert not [pid for pid, n in applied.items() if n > 1], "a patch was applied twice"
-    report = await verify(redis, settings.keys)
-    assert report.problems == []
+    report = await rebuild(redis, settings.keys, every=settings.snapshot_every)
+    assert report.differences == []
     for group, stream in (
         ("normalize", settings.keys.patches),
         ("execute", settings.keys.normalized),
@@ -225,7 +225,7 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
         rows = await outcomes(redis, own)
         assert {o.id for o in rows} == kept
         assert set(by_src(rows).values()) == {1}
-        assert (await verify(redis, own.keys)).ok
+        assert (await rebuild(redis, own.keys, every=own.snapshot_every)).ok
         assert [await w.terminate() for w in workers] == [0, 0]
     finally:
         for w in workers:

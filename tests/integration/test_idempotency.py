@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from patchlog.projections.load import read_document
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild
 from patchlog.streams.client import Client
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -66,7 +66,7 @@ async def test_duplicate_after_server_restart(
     await drain(redis, settings, scripts)
     rows = await outcomes(redis, settings)
     assert [o.status for o in rows] == [OutcomeStatus.COMMITTED, OutcomeStatus.DUPLICATE]
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok
 
 
 async def test_same_id_other_payload_is_id_reuse(

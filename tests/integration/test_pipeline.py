@@ -6,10 +6,11 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from patchlog.projections.load import read_document
-from patchlog.projections.rebuild import verify
+from patchlog.projections.rebuild import rebuild, verify
 from patchlog.streams.client import Client
 from patchlog.streams.content import content_hash
 from patchlog.streams.log import iter_revisions
@@ -47,14 +48,16 @@ async def test_patches_flow_to_revisions_and_outcomes(
     rows = await outcomes(redis, settings)
     assert set(by_src(rows).values()) == {1}
     assert len(rows) == 5
-    assert (await verify(redis, settings.keys)).ok
+    assert (await rebuild(redis, settings.keys, every=settings.snapshot_every)).ok
 
 
 async def test_ten_thousand_patches_each_get_one_outcome_and_replay(
     redis: Redis, settings: Settings, scripts: Scripts
 ) -> None:
     """10,000 patches, 20 submitters, 200 docs, stale bases, 2+2 workers: one outcome
-    each, gap-free revisions, and the log replays to the live state and every hash."""
+    each, gap-free revisions, and the log replays to the live state and every hash;
+    every checkpoint (one each 10 revisions here) is written and is the logged content."""
+    settings = msgspec.structs.replace(settings, snapshot_every=10)
     workers = runners(redis, settings, scripts, normalize=2, execute=2, drain=False)
     tasks = [asyncio.create_task(w.run()) for w in workers]
     ids = await submit_load(redis, settings, submitters=20, patches=10_000, docs=200, seed=1)
@@ -73,9 +76,13 @@ async def test_ten_thousand_patches_each_get_one_outcome_and_replay(
     assert codes["rejected", "conflict"] > 0, codes
     rebased = [r async for _, r in iter_revisions(redis, settings.keys) if r.base < r.rev - 1]
     assert len(rebased) > 100
-    report = await verify(redis, settings.keys)
-    assert report.problems == []
+    report = await rebuild(redis, settings.keys, every=settings.snapshot_every)
+    assert report.differences == []
+    assert report.missing == []  # execute wrote every checkpoint
     assert report.revisions == statuses[OutcomeStatus.COMMITTED]
+    chain = await verify(redis, settings.keys)
+    assert chain.ok
+    assert chain.revisions == report.revisions
     for group, stream in (
         ("normalize", settings.keys.patches),
         ("execute", settings.keys.normalized),

@@ -132,8 +132,8 @@ async def at_revision(
 
 async def rev_at_time(redis: Redis, keys: Keys, doc: str, when_ms: int) -> int:
     """The revision ``doc`` was at at ``when_ms`` (milliseconds since the epoch): the last
-    one committed at or before it, 0 if none was. A binary search over the document's
-    index (revision stream ids carry their commit time): ``log2(revisions)`` reads.
+    one whose commit time (``at``) is at or before it, 0 if none is. A binary search:
+    ``log2(revisions)`` reads of one revision each.
 
     Raises ``NotFound`` if ``doc`` has no revisions.
     """
@@ -141,10 +141,8 @@ async def rev_at_time(redis: Redis, keys: Keys, doc: str, when_ms: int) -> int:
     low, high = 0, head.rev  # revision ``low`` is at or before the time; ``high + 1`` after
     while low < high:
         mid = (low + high + 1) // 2
-        raw: Any = await redis.lindex(keys.index(doc), mid - 1)
-        if raw is None:
-            raise NotFound(f"{doc!r}: its index lacks revision {mid}")
-        if int(raw.split(b"-")[0]) <= when_ms:
+        (revision,) = await revisions_of(redis, keys, doc, mid, mid)
+        if revision.at <= when_ms:
             low = mid
         else:
             high = mid - 1

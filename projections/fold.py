@@ -7,11 +7,12 @@ from collections.abc import Sequence
 import msgspec
 
 from patchlog.projections.diff import ParsedDiff, check_length, verify
-from patchlog.projections.patch import Splice, apply, check_bounds, effective
+from patchlog.projections.patch import Splice, apply, check_bounds, effective, from_ops
 from patchlog.projections.rebase import Later, check_base, rebase, rebase_diff
 from patchlog.streams.limits import Limits
+from patchlog.streams.schema import Revision
 
-__all__ = ["Planned", "base_length", "fold", "plan"]
+__all__ = ["Planned", "base_length", "fold", "fold_revision", "plan"]
 
 
 class Planned(msgspec.Struct, frozen=True):
@@ -70,5 +71,11 @@ def plan(
 
 
 def fold(content: Sequence[str], splices: Sequence[Splice]) -> list[str]:
-    """The content after one revision (its splices as stored, highest line first)."""
+    """The content after one revision (its splices as stored, highest line first): the
+    one fold that execute, loading, time travel, blame and rebuild all use."""
     return apply(content, splices)
+
+
+def fold_revision(content: Sequence[str], revision: Revision) -> list[str]:
+    """The content after a revision as stored in the log."""
+    return fold(content, from_ops(revision.ops))

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from patchlog.projections.fold import fold
+from patchlog.projections.fold import fold_revision
 from patchlog.projections.load import later_of
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import NotFound, VerifyFailed
@@ -119,7 +119,7 @@ async def at_revision(
     replay = revisions[1:] if start.rev else revisions
     lines = list(start.lines)
     for revision in replay:
-        lines = fold(lines, later_of(revision).splices)
+        lines = fold_revision(lines, revision)
     last = revisions[-1]
     digest = content_hash(lines)
     if digest != last.hash:

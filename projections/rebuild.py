@@ -16,8 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from patchlog.projections.fold import fold
-from patchlog.projections.patch import from_ops
+from patchlog.projections.fold import fold_revision
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import (
@@ -99,7 +98,7 @@ def _step(doc: Rebuilt, name: str, stream_id: str, revision: Revision) -> None:
         problem = f"{where}: follows revision {doc.rev}; rule: revisions are gap-free"
     elif revision.prev != doc.hash:
         problem = f"{where}: prev {revision.prev[:12]} is not revision {doc.rev}'s {doc.hash[:12]}"
-    doc.lines = fold(doc.lines, from_ops(revision.ops))
+    doc.lines = fold_revision(doc.lines, revision)
     doc.hash = content_hash(doc.lines)
     doc.rev, doc.src = revision.rev, revision.src
     if problem is None and doc.hash != revision.hash:

@@ -65,13 +65,13 @@ def from_ops(ops: Iterable[Op]) -> tuple[Splice, ...]:
     """Splices of trusted ops (a stored revision's), in the same order, unchecked."""
     out: list[Splice] = []
     for op in ops:
-        match op:
-            case Insert(at=at, lines=lines):
-                out.append(Splice(at - 1, at - 1, lines))
-            case Replace(from_=first, to=to, lines=lines):
-                out.append(Splice(first - 1, first if to is None else to, lines))
-            case Delete(from_=first, to=to):
-                out.append(Splice(first - 1, first if to is None else to, ()))
+        # Dispatch on the exact type: this runs once per op of every revision replayed.
+        if type(op) is Insert:
+            out.append(Splice(op.at - 1, op.at - 1, op.lines))
+        elif type(op) is Replace:
+            out.append(Splice(op.from_ - 1, op.from_ if op.to is None else op.to, op.lines))
+        elif type(op) is Delete:
+            out.append(Splice(op.from_ - 1, op.from_ if op.to is None else op.to, ()))
     return tuple(out)
 
 

@@ -127,7 +127,9 @@ async def fold_log(
     async for stream_id, revision in iter_revisions(redis, keys):
         if until_ms is not None and int(stream_id.split("-")[0]) > until_ms:
             break
-        doc = docs.setdefault(revision.doc, Rebuilt())
+        doc = docs.get(revision.doc)
+        if doc is None:
+            doc = docs[revision.doc] = Rebuilt()
         _step(doc, revision.doc, stream_id, revision)
         if at_rev is not None:
             at_rev(revision.doc, revision.rev, doc)

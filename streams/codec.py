@@ -314,16 +314,31 @@ def encode_event(event: msgspec.Struct) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+@cache
+def _reader(cls: type[msgspec.Struct]) -> tuple[tuple[str, bytes, _Kind, Any, bool], ...]:
+    """``_layout`` with wire names as bytes and a ready decoder for each JSON field."""
+    return tuple(
+        (name, wire.encode(), kind, msgspec.json.Decoder(tp) if kind is _Kind.JSON else tp, req)
+        for name, wire, kind, tp, req in _layout(cls)
+    )
+
+
 def decode_event(cls: type[_T], fields: Fields) -> _T:
     """Decode one of patchlog's own events; raises ``CorruptEntry`` naming the field."""
-    raw = {_as_bytes(k).decode("utf-8", "replace"): _as_bytes(v) for k, v in _pairs(fields)}
+    raw: Mapping[bytes, bytes | str]
+    if isinstance(fields, dict) and all(type(k) is bytes for k in fields):
+        raw = fields  # a reply's own dict: read as is (the rebuild path)
+    else:
+        raw = {_as_bytes(k): _as_bytes(v) for k, v in _pairs(fields)}
     kwargs: dict[str, Any] = {}
-    for name, wire, kind, tp, required in _layout(cls):
-        if wire not in raw:
+    for name, wire, kind, tp, required in _reader(cls):
+        value = raw.get(wire)
+        if value is None:
             if required:
-                raise CorruptEntry(f"{cls.__name__}.{wire}: missing")
+                raise CorruptEntry(f"{cls.__name__}.{wire.decode()}: missing")
             continue
-        value = raw[wire]
+        if type(value) is not bytes:
+            value = _as_bytes(value)
         try:
             if kind is _Kind.INT:
                 kwargs[name] = int(value)
@@ -332,9 +347,9 @@ def decode_event(cls: type[_T], fields: Fields) -> _T:
             elif kind is _Kind.ENUM:
                 kwargs[name] = tp(value.decode("utf-8"))
             else:
-                kwargs[name] = msgspec.json.decode(value, type=tp)
+                kwargs[name] = tp.decode(value)
         except (ValueError, msgspec.MsgspecError) as err:
-            raise CorruptEntry(f"{cls.__name__}.{wire}: {err}") from None
+            raise CorruptEntry(f"{cls.__name__}.{wire.decode()}: {err}") from None
     return cls(**kwargs)
 
 

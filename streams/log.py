@@ -7,6 +7,7 @@ writes what the log holds, decoded and checked.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from patchlog.streams.codec import decode_event
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import CorruptEntry
 from patchlog.streams.keys import Keys
-from patchlog.streams.schema import Revision
+from patchlog.streams.schema import Op, Revision
 
 __all__ = [
     "Head",
@@ -202,18 +203,56 @@ async def read_checkpoint(
     return snap if content_hash(snap.lines) == snap.hash else None
 
 
+_OPS = msgspec.json.Decoder(tuple[Op, ...])
+
+
+def _revision(fields: dict[bytes, bytes]) -> Revision:
+    """A revision from its reply's fields: read directly (the fast path of a pass over
+    the log), or, when that fails, by ``decode_event`` for the error naming the field."""
+    try:
+        return Revision(
+            doc=fields[b"doc"].decode(),
+            rev=int(fields[b"rev"]),
+            id=fields[b"id"].decode(),
+            base=int(fields[b"base"]),
+            ops=_OPS.decode(fields[b"ops"]),
+            lines=int(fields[b"lines"]),
+            hash=fields[b"hash"].decode(),
+            prev=fields[b"prev"].decode(),
+            author=fields.get(b"author", b"").decode(),
+            src=fields.get(b"src", b"").decode(),
+            at=int(fields.get(b"at", 0)),
+        )
+    except (KeyError, ValueError, msgspec.MsgspecError):
+        return decode_event(Revision, fields)
+
+
 async def iter_revisions(
     redis: Redis, keys: Keys, start: str = "-", page: int = _PAGE
 ) -> AsyncIterator[tuple[str, Revision]]:
-    """Every revision of every document in log order, from stream id ``start``."""
-    cursor = start
+    """Every revision of every document in log order, from stream id ``start``.
+
+    Raises ``CorruptEntry`` naming the field of a revision that does not decode.
+    """
+
+    async def fetch(cursor: str) -> list[tuple[str, Revision]]:
+        reply: Any = await redis.xrange(keys.revisions, cursor, "+", count=page)
+        return [(stream_id.decode(), _revision(fields)) for stream_id, fields in reply]
+
+    rows = await fetch(start)
     while True:
-        batch: Any = await redis.xrange(keys.revisions, cursor, "+", count=page)
-        for stream_id, fields in batch:
-            yield stream_id.decode(), decode_event(Revision, fields)
-        if len(batch) < page:
+        # The server reads the next page while this one is folded.
+        ahead = asyncio.ensure_future(fetch("(" + rows[-1][0])) if len(rows) == page else None
+        try:
+            for row in rows:
+                yield row
+        except BaseException:  # the reader stopped early (or failed): drop the read ahead
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is None:
             return
-        cursor = "(" + batch[-1][0].decode()
+        rows = await ahead
 
 
 _ON = (b"1", b"on", b"true")

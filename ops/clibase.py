@@ -64,8 +64,8 @@ class Exit(enum.IntEnum):
 
 EXIT_MEANINGS = {
     Exit.OK: "success",
-    Exit.NO: "it worked and the answer is no: a rejected patch, a mismatch found by verify, "
-    "a benchmark below --min-ratio",
+    Exit.NO: "it worked and the answer is no: a rejected patch, a broken chain (verify), "
+    "a difference (rebuild), a benchmark below --min-ratio",
     Exit.USAGE: "a bad flag, argument or PATCHLOG_* value",
     Exit.SERVER: "the server cannot be reached, refuses patchlog, or failed a command",
     Exit.NOT_FOUND: "no such document or revision",

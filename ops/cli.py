@@ -13,7 +13,7 @@ import click
 import msgspec
 
 from patchlog import __version__
-from patchlog.ops import cli_audit, cli_files, cli_stream
+from patchlog.ops import cli_admin, cli_audit, cli_files, cli_stream
 from patchlog.ops.clibase import (
     EXIT_MEANINGS,
     GLOBALS,
@@ -377,12 +377,12 @@ def bench(
 
 
 # The other commands live in their own modules, one per area.
-for _command in (*cli_audit.COMMANDS, *cli_stream.COMMANDS, *cli_files.COMMANDS):
-    cli.add_command(_command)
-
-
-# The other commands live in their own modules, one per area.
-for _command in (*cli_audit.COMMANDS, *cli_stream.COMMANDS, *cli_files.COMMANDS):
+for _command in (
+    *cli_audit.COMMANDS,
+    *cli_stream.COMMANDS,
+    *cli_files.COMMANDS,
+    *cli_admin.COMMANDS,
+):
     cli.add_command(_command)
 
 

@@ -98,6 +98,7 @@ class Runner:
         drain: bool = False,
         trims: Sequence[str] = (),
         aged: Sequence[tuple[str, float]] = (),
+        retained: Sequence[tuple[str, float]] = (),
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -108,6 +109,9 @@ class Runner:
         self.drain = drain
         self.trims = tuple(trims)
         self.aged = tuple(aged)
+        self.retained = tuple(retained)
+        """Streams trimmed of entries every group acknowledged that are older than the
+        seconds given (the ingress stream, kept for ``patches_retention``)."""
         self.lease = Lease(
             redis,
             self.keys.lease(stage.name, consumer),
@@ -441,6 +445,8 @@ class Runner:
         try:
             for stream in self.trims:
                 await trim_acknowledged(self.redis, stream)
+            for stream, seconds in self.retained:
+                await trim_acknowledged(self.redis, stream, older_than=seconds)
             for stream, seconds in self.aged:
                 await trim_older_than(self.redis, stream, seconds)
         except ServerError as err:  # trimming can wait for the next round
@@ -492,8 +498,10 @@ def rejection(src: str, patch_id: str, doc: str, code: RejectCode, message: str)
     )
 
 
-async def trim_acknowledged(redis: Redis, stream: str) -> None:
-    """Trim ``stream`` below the oldest entry some group has not acknowledged.
+async def trim_acknowledged(redis: Redis, stream: str, older_than: float | None = None) -> None:
+    """Trim ``stream`` below the oldest entry some group has not acknowledged, and, with
+    ``older_than`` (seconds), only entries older than that too (by their id's time, on
+    the server clock).
 
     Entries at or after any group's oldest pending entry, or not yet delivered to a
     group, are kept; with no group at all nothing is trimmed.
@@ -510,6 +518,10 @@ async def trim_acknowledged(redis: Redis, stream: str) -> None:
             if summary["min"] is not None:  # else it was acknowledged meanwhile
                 candidate = min(candidate, parse_id(summary["min"]))
         floor = candidate if floor is None else min(floor, candidate)
+    if floor is not None and older_than is not None:
+        now_s, now_us = await redis.time()
+        age_floor = int(now_s) * 1000 + int(now_us) // 1000 - int(older_than * 1000)
+        floor = min(floor, (max(age_floor, 0), 0))
     if floor is not None and floor > (0, 0):
         await redis.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
 

@@ -75,6 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     idempotency_window: float = 7 * 24 * 3600.0
     """How long a patch id is remembered (and outcomes kept)."""
+    patches_retention: float = 7 * 24 * 3600.0
+    """Seconds an ingress entry is kept after every group acknowledged it (the default is
+    the idempotency window); 0 keeps everything."""
     outcome_ttl: float = 24 * 3600.0
     """How long the outcome of one submission waits to be read in ``<ns>:out:<entry>``."""
     base_ahead_wait: float = 5.0

@@ -3,6 +3,7 @@ outcomes trimmed by age."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
@@ -46,3 +47,23 @@ async def test_outcomes_are_trimmed_by_age(redis: Redis, settings: Settings) -> 
     left: Any = await redis.xrange(stream)
     assert recent in {eid for eid, _ in left}
     assert len(left) < 201
+
+
+async def test_ingress_is_kept_for_its_retention_after_every_group_acknowledged(
+    redis: Redis, settings: Settings
+) -> None:
+    """Acknowledged ingress entries stay while younger than the retention, then go;
+    entries some group has not acknowledged stay whatever their age."""
+    stream = settings.keys.patches
+    ids = [await redis.xadd(stream, {"n": str(i)}) for i in range(600)]
+    await redis.xgroup_create(stream, "normalize", id="0")
+    await redis.xreadgroup("normalize", "n", {stream: ">"}, count=400)
+    await redis.xack(stream, "normalize", *ids[:300])
+    await trim_acknowledged(redis, stream, older_than=3600)
+    assert await redis.xlen(stream) == 600  # acknowledged, but within the retention
+    await asyncio.sleep(0.3)
+    await trim_acknowledged(redis, stream, older_than=0.2)
+    left: Any = await redis.xrange(stream)
+    kept = {eid for eid, _ in left}
+    assert set(ids[300:]) <= kept  # pending 300..399 and undelivered 400..599 stay
+    assert len(kept) < 400  # the acknowledged ones older than 0.2 s went (whole nodes)

@@ -63,20 +63,32 @@ def cli(ctx: click.Context) -> None:
 @click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="Embedded appendfsync.")
 @click.option("--metrics-port", type=int, default=0, help="First worker metrics port (0: none).")
+@click.option(
+    "--dir", "folder", type=click.Path(file_okay=False),
+    help="Also run a projector keeping this folder equal to the documents "
+    "(default PATCHLOG_PROJECTOR_DIR; none if empty).",
+)  # fmt: skip
 @click.pass_context
 @handle_errors
 def up(
-    ctx: click.Context, n_normalize: int, n_execute: int, fsync: str | None, metrics_port: int
+    ctx: click.Context,
+    n_normalize: int,
+    n_execute: int,
+    fsync: str | None,
+    metrics_port: int,
+    folder: str | None,
 ) -> None:
     """Run the pipeline: the server (embedded unless a URL is set) and the stage workers.
 
     The server is checked before any worker starts; an embedded server that dies is
-    restarted from its AOF. Ctrl-C stops everything cleanly.
+    restarted from its AOF. With --dir, a projector keeps that folder's files equal to
+    the documents. Ctrl-C stops everything cleanly.
     """
     from patchlog.ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
 
-    settings = settings_of(ctx, fsync=fsync)
+    settings = settings_of(ctx, fsync=fsync, projector_dir=folder)
     source = url_source(ctx)
+    kept = Path(settings.projector_dir).absolute()
 
     async def main() -> int:
         supervisor = Supervisor(
@@ -97,6 +109,8 @@ def up(
         )
         click.echo(f"patchlog up: {where}")
         click.echo(f"  workers: {n_normalize} normalize, {n_execute} execute")
+        if settings.projector_dir:
+            click.echo(f"  projector: keeps {kept}")
         if metrics_port:
             ports = f"{metrics_port}..{metrics_port + n_normalize + n_execute - 1}"
             click.echo(f"  metrics: http://127.0.0.1:{ports}/metrics")
@@ -116,27 +130,75 @@ def up(
 
 @cli.command()
 @global_options
-@click.argument("stage", type=click.Choice(["normalize", "execute"]))
-@click.option("--name", help="Consumer name (stable per worker slot; default stage-host-pid).")
-@click.option("--burst", is_flag=True, help="Drain the stream and the pending list, then exit.")
+@click.argument("stage", type=click.Choice(["normalize", "execute", "projector"]))
+@click.option(
+    "--name",
+    help="Consumer name (stable per worker slot; default stage-host-pid); for a projector, "
+    "its checkpoint's name (default host:folder).",
+)
+@click.option(
+    "--dir", "folder", type=click.Path(file_okay=False),
+    help="The folder a projector keeps equal to the documents (default PATCHLOG_PROJECTOR_DIR).",
+)  # fmt: skip
+@click.option(
+    "--burst", is_flag=True,
+    help="Drain the stream and the pending list (a projector: catch up), then exit.",
+)  # fmt: skip
 @click.option(
     "--supervised", is_flag=True, hidden=True, help="Started by `patchlog up`, which checked"
     " the server and logged any warning about it once.",
 )  # fmt: skip
 @click.pass_context
 @handle_errors
-def worker(ctx: click.Context, stage: str, name: str | None, burst: bool, supervised: bool) -> None:
-    """Run one stage worker (for systemd, Kubernetes, or scaling by hand).
+def worker(
+    ctx: click.Context,
+    stage: str,
+    name: str | None,
+    folder: str | None,
+    burst: bool,
+    supervised: bool,
+) -> None:
+    """Run one stage worker (for systemd, Kubernetes, or scaling by hand), or a
+    projector: `patchlog worker projector --dir PATH` keeps the files in PATH equal to
+    the documents, resuming from the checkpoint in the folder after a restart.
 
     It checks the server first and exits at once (status 3) if it cannot use it.
     """
-    from patchlog.ops.worker import default_consumer, run_worker  # noqa: PLC0415
+    from patchlog.ops.worker import (  # noqa: PLC0415
+        PROJECTOR,
+        default_consumer,
+        default_projector_name,
+        run_projector,
+        run_worker,
+    )
 
-    settings = settings_of(ctx)
+    if folder is not None and stage != PROJECTOR:
+        raise click.UsageError(f"--dir: only a projector keeps a folder, not {stage}")
+    settings = settings_of(ctx, projector_dir=folder)
+    url = url_of(settings)
+    if stage == PROJECTOR:
+        if not settings.projector_dir:
+            raise click.UsageError(
+                "--dir: missing; rule: a projector needs the folder it keeps "
+                "(--dir or PATCHLOG_PROJECTOR_DIR)"
+            )
+        where = Path(settings.projector_dir)
+        status = run(
+            run_projector(
+                settings,
+                url,
+                where,
+                name or default_projector_name(where),
+                burst=burst,
+                source=url_source(ctx),
+                warn=not supervised,
+            )
+        )
+        sys.exit(status)
     status = run(
         run_worker(
             settings,
-            url_of(settings),
+            url,
             stage,
             name or default_consumer(stage),
             burst=burst,

@@ -1,5 +1,6 @@
-"""``patchlog up``: the embedded server (unless a URL is given) and the stage processes,
-restarted if they die, stopped cleanly on Ctrl-C.
+"""``patchlog up``: the embedded server (unless a URL is given) and the stage processes
+(and a projector when ``projector_dir`` is set), restarted if they die, stopped cleanly
+on Ctrl-C.
 
 The server is checked once before any worker starts (``check_once``). An embedded
 server that dies is restarted from its AOF with backoff while the workers wait and
@@ -23,7 +24,7 @@ import structlog
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
-from patchlog.ops.worker import check_once
+from patchlog.ops.worker import PROJECTOR, check_once
 from patchlog.streams.connection import ServerInfo, connect
 from patchlog.streams.errors import DataDirLocked, ServerError
 from patchlog.streams.keys import EXECUTE, NORMALIZE
@@ -54,9 +55,12 @@ class WorkerProcess:
         metrics_port: int,
         env: dict[str, str],
         log_path: Path | None = None,
+        args: tuple[str, ...] | None = None,
     ):
         self.stage = stage
         self.name = f"{stage}-{slot}"
+        self.args = ("--name", self.name) if args is None else args
+        """What follows ``patchlog worker STAGE`` (by default the consumer name)."""
         self.url = url
         self.metrics_port = metrics_port
         self.env = env
@@ -77,7 +81,7 @@ class WorkerProcess:
         output = None if self.log_path is None else self.log_path.open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "patchlog.ops.cli", "worker", self.stage, "--name", self.name,
+                sys.executable, "-m", "patchlog.ops.cli", "worker", self.stage, *self.args,
                 "--supervised",  # the supervisor checked the server and warned once for all
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -113,7 +117,8 @@ class WorkerProcess:
 
 
 class Supervisor:
-    """Runs the pipeline: server (optional) plus N normalize and M execute workers."""
+    """Runs the pipeline: server (optional) plus N normalize and M execute workers, and
+    a projector keeping ``settings.projector_dir`` when it is set."""
 
     def __init__(
         self,
@@ -155,6 +160,14 @@ class Supervisor:
                     WorkerProcess(stage, slot, self.url, port, env, log_path=worker_log)
                 )
                 port = port + 1 if port else 0
+        if settings.projector_dir:
+            # Absolute: the folder a worker keeps must not depend on its working folder.
+            folder = str(Path(settings.projector_dir).absolute())
+            self.workers.append(
+                WorkerProcess(
+                    PROJECTOR, 1, self.url, 0, env, log_path=worker_log, args=("--dir", folder)
+                )
+            )
         self._stop = asyncio.Event()
         self.backoff = Backoff(base=0.5, cap=10.0)
         # Sooner for the server: the pipeline waits for it, and a restart from the AOF

@@ -1,4 +1,6 @@
 """One stage process: connect, check the server once, run the stage until told to stop.
+The projector (``run_projector``) runs the same way, keeping a folder instead of
+consuming a group.
 
 The check (``check_once``, also run by ``patchlog up`` before it starts any worker)
 fails at once, naming the URL and where it came from, if the server cannot be reached or
@@ -17,12 +19,15 @@ import os
 import signal
 import socket
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.projector import Projector
 from patchlog.consumers.runner import Runner, Stage
 from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import collect_every, quiet_gc
@@ -33,9 +38,20 @@ from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.scripts import load
 from patchlog.streams.settings import Settings
 
-__all__ = ["STAGES", "check_once", "default_consumer", "describe_url", "run_worker"]
+__all__ = [
+    "PROJECTOR",
+    "STAGES",
+    "check_once",
+    "default_consumer",
+    "default_projector_name",
+    "describe_url",
+    "run_projector",
+    "run_worker",
+]
 
 STAGES = (NORMALIZE, EXECUTE)
+PROJECTOR = "projector"
+"""The worker that keeps a folder of files equal to the documents."""
 log = structlog.get_logger("patchlog.worker")
 _FULL_GC_EVERY = 30.0  # seconds
 
@@ -43,6 +59,12 @@ _FULL_GC_EVERY = 30.0  # seconds
 def default_consumer(stage: str) -> str:
     """A consumer name for a worker started by hand: stage, host and pid."""
     return f"{stage}-{socket.gethostname()}-{os.getpid()}"
+
+
+def default_projector_name(folder: str | Path) -> str:
+    """A projector's checkpoint name when none is given: host and absolute folder, so
+    that each folder has its own position."""
+    return f"{socket.gethostname()}:{Path(folder).absolute()}"
 
 
 def describe_url(url: str, source: str | None) -> str:
@@ -109,20 +131,8 @@ async def run_worker(
     """
     if stage_name not in STAGES:
         raise ValueError(f"unknown stage {stage_name!r}; choose from {', '.join(STAGES)}")
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            os._exit(130)  # a second signal: exit at once; pending entries are claimed later
-        stop.set()
-
     # Installed first, so that a signal during start-up still means a clean stop.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    stop = _stop_on_signals()
     redis = connect(settings, url, name=f"patchlog-{consumer}", block_ms=settings.block_ms)
     try:
         info = await check_once(redis, url, source, persistence=warn)
@@ -148,7 +158,8 @@ async def run_worker(
         with quiet_gc():
             collector = asyncio.create_task(collect_every(_FULL_GC_EVERY))
             try:
-                return await _run_until_stopped(runner, stop, settings.shutdown_grace)
+                task = asyncio.create_task(runner.run())
+                return await _run_until_stopped(task, stop, settings.shutdown_grace, runner.stop)
             finally:
                 collector.cancel()
     finally:
@@ -156,11 +167,75 @@ async def run_worker(
             await redis.aclose()
 
 
-async def _run_until_stopped(runner: Runner, stop: asyncio.Event, grace: float) -> int:
-    task = asyncio.create_task(runner.run())
+async def run_projector(
+    settings: Settings,
+    url: str,
+    folder: Path,
+    name: str,
+    *,
+    burst: bool = False,
+    source: str | None = None,
+    warn: bool = True,
+) -> int:
+    """Run a projector keeping ``folder`` (checkpoint ``name``); returns the process exit
+    status (0 after a clean stop, or with ``burst`` once it has caught up).
+
+    SIGTERM or SIGINT: the round in hand is written (at most ``block_ms`` of waiting
+    plus one round), then it exits 0. Raises ``ServerError`` naming the URL if the server
+    cannot be used at start, ``FolderError`` if the folder cannot be (another projector
+    keeps it, it cannot be written), ``VerifyFailed`` if the log does not fold to the
+    hashes it records; transient server failures are retried.
+    """
+    stop = _stop_on_signals()
+    redis = connect(settings, url, name=f"patchlog-{PROJECTOR}", block_ms=settings.block_ms)
+    try:
+        info = await check_once(redis, url, source, persistence=warn)
+        projector = Projector(redis, settings.keys, folder, name, block_ms=settings.block_ms)
+        await projector.open()
+        try:
+            structlog.contextvars.bind_contextvars(stage=PROJECTOR, consumer=name)
+            log.info("connected", server=info.product, version=".".join(map(str, info.version)))
+            with quiet_gc():
+                collector = asyncio.create_task(collect_every(_FULL_GC_EVERY))
+                try:
+                    task = asyncio.create_task(projector.run(stop, burst=burst))
+                    return await _run_until_stopped(task, stop, settings.shutdown_grace)
+                finally:
+                    collector.cancel()
+        finally:
+            projector.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT; a second one exits at once (130)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(130)  # a second signal: exit at once; pending entries are claimed later
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
+async def _run_until_stopped(
+    task: asyncio.Task[None],
+    stop: asyncio.Event,
+    grace: float,
+    on_stop: Callable[[], None] = lambda: None,
+) -> int:
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
-    runner.stop()
+    on_stop()
     if not task.done():
         done, _ = await asyncio.wait([task], timeout=grace)
         if not done:

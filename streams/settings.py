@@ -93,6 +93,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     checkpoints (time travel replays at most this many revisions)."""
     projector_dir: str = ""
     """The folder a projector keeps equal to the documents (``up`` starts none if empty)."""
+    health_interval: float = 5.0
+    """Seconds between two rounds of the health prober."""
+    health_window: float = 60.0
+    """Seconds of past samples a consumer group is judged over (like Burrow's window)."""
+    health_probe_timeout: float = 2.0
+    """Seconds one probe may take; a probe that takes longer makes the round degraded."""
+    health_memory_ratio: float = 0.9
+    """Share of the server's maxmemory above which health is degraded."""
+    health_cap: int = 10_000
+    """Results kept in ``patchlog:health`` (approximately)."""
     dead_cap: int = 100_000
 
     metrics_port: int = 0

@@ -1,0 +1,326 @@
+"""The health prober: probe the server and every group, judge, append to the log.
+
+Every ``health_interval`` seconds the probes run concurrently, each under its own
+timeout; one that times out or fails makes the round ``degraded`` (never hangs it). Groups
+are judged over the samples of the last ``health_window`` seconds (``ops.judge``); the
+window is seeded from the results already in ``patchlog:health``, so a restarted prober
+judges at once. One ``HealthResult`` per round is appended to ``patchlog:health``
+(capped at ``health_cap`` entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+
+from patchlog.ops.judge import GroupSample, Verdict, judge_group, worst
+from patchlog.streams.codec import decode_event, event_fields
+from patchlog.streams.errors import CorruptEntry, PatchlogError
+from patchlog.streams.keys import Keys
+from patchlog.streams.schema import HealthResult, HealthStatus
+from patchlog.streams.settings import Settings
+
+__all__ = ["GROUPS", "Prober", "latest"]
+
+log = structlog.get_logger("patchlog.health")
+
+GROUPS = (("normalize", "patches"), ("execute", "normalized"))
+"""Each stage's group and the ``Keys`` property naming the stream it reads."""
+
+Probe = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Prober:
+    """Probes one namespace; ``round()`` makes one result, ``append`` logs it."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys: Keys = settings.keys
+        self.samples: dict[str, deque[GroupSample]] = {g: deque() for g, _ in GROUPS}
+        self.dead_seen: deque[tuple[float, int]] = deque()
+
+    async def seed(self) -> None:
+        """Take the samples of recent results from ``patchlog:health`` into the window."""
+        rows: Any = await self.redis.xrevrange(self.keys.health, count=200)
+        horizon = time.time() - self.settings.health_window
+        for _, fields in reversed(rows):
+            try:
+                result = decode_event(HealthResult, fields)
+            except CorruptEntry:
+                continue
+            if result.at / 1000 < horizon:
+                continue
+            for group, _ in GROUPS:
+                sample = result.checks.get("groups", {}).get(group, {}).get("sample")
+                if sample is not None:
+                    try:
+                        self.samples[group].append(msgspec.convert(sample, GroupSample))
+                    except msgspec.ValidationError:
+                        continue
+
+    async def round(self) -> HealthResult:
+        """Run every probe (each under ``health_probe_timeout``) and judge."""
+        probes: dict[str, Probe] = {
+            "server": self._server,
+            "persistence": self._persistence,
+            "dead": self._dead,
+            **{f"group:{g}": self._group(g, stream) for g, stream in GROUPS},
+        }
+        timeout = self.settings.health_probe_timeout
+        results = await asyncio.gather(
+            *(asyncio.wait_for(p(), timeout) for p in probes.values()), return_exceptions=True
+        )
+        checks: dict[str, Any] = {"groups": {}}
+        verdicts: list[Verdict] = []
+        for name, outcome in zip(probes, results, strict=True):
+            if isinstance(outcome, BaseException):
+                why = "timed out" if isinstance(outcome, TimeoutError) else str(outcome)
+                # An unanswered ping means no work is done at all; another probe failing
+                # leaves that open.
+                bad = HealthStatus.FAILING if name == "server" else HealthStatus.DEGRADED
+                verdicts.append(Verdict(bad, f"{name}: probe {why}"))
+                checks[name] = {"error": why or type(outcome).__name__}
+                continue
+            verdict = outcome.pop("verdict")
+            verdicts.append(Verdict(HealthStatus(verdict[0]), verdict[1]))
+            if name.startswith("group:"):
+                checks["groups"][name.removeprefix("group:")] = outcome
+            else:
+                checks[name] = outcome
+        status = worst(verdicts)
+        checks["reasons"] = [v.reason for v in verdicts if v.status is not HealthStatus.OK]
+        return HealthResult(status=status, checks=checks, at=int(time.time() * 1000))
+
+    async def append(self, result: HealthResult) -> None:
+        """Append ``result`` to ``patchlog:health`` (capped)."""
+        flat = event_fields(result)
+        await self.redis.xadd(
+            self.keys.health,
+            dict(zip(flat[::2], flat[1::2], strict=True)),
+            maxlen=self.settings.health_cap,
+            approximate=True,
+        )
+
+    async def _server(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        await self.redis.ping()
+        ping_ms = (time.perf_counter() - start) * 1000
+        memory: Any = await self.redis.info("memory")
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        ratio = used / limit if limit else 0.0
+        verdict = (HealthStatus.OK, "server: reachable")
+        if limit and ratio >= self.settings.health_memory_ratio:
+            verdict = (
+                HealthStatus.DEGRADED,
+                f"server: memory {used} of {limit} bytes ({ratio:.0%}); rule: below "
+                f"{self.settings.health_memory_ratio:.0%} (PATCHLOG_HEALTH_MEMORY_RATIO)",
+            )
+        return {
+            "ping_ms": round(ping_ms, 3),
+            "used_memory": used,
+            "maxmemory": limit,
+            "verdict": verdict,
+        }
+
+    async def _persistence(self) -> dict[str, Any]:
+        info: Any = await self.redis.info("persistence")
+        state = {
+            k: info.get(k)
+            for k in (
+                "aof_enabled",
+                "aof_last_write_status",
+                "aof_last_bgrewrite_status",
+                "rdb_last_bgsave_status",
+            )
+        }
+        failed = [k for k, v in state.items() if k.endswith("_status") and v not in (None, "ok")]
+        verdict = (
+            (HealthStatus.FAILING, f"persistence: {', '.join(failed)} not ok")
+            if failed
+            else (HealthStatus.OK, "persistence: ok")
+        )
+        return {**state, "verdict": verdict}
+
+    async def _dead(self) -> dict[str, Any]:
+        size = int(await self.redis.xlen(self.keys.dead))
+        now = time.time()
+        self.dead_seen.append((now, size))
+        while self.dead_seen and self.dead_seen[0][0] < now - self.settings.health_window:
+            self.dead_seen.popleft()
+        grew = size - self.dead_seen[0][1]
+        verdict = (HealthStatus.OK, f"dead letters: {size}")
+        if grew > 0:
+            verdict = (
+                HealthStatus.DEGRADED,
+                f"dead letters: {grew} new in the last {self.settings.health_window:g} s "
+                f"({size} in all; see patchlog dead list)",
+            )
+        return {"length": size, "new": grew, "verdict": verdict}
+
+    def _group(self, group: str, stream_attr: str) -> Probe:
+        async def probe() -> dict[str, Any]:
+            stream = getattr(self.keys, stream_attr)
+            try:
+                groups: Any = await self.redis.xinfo_groups(stream)
+            except PatchlogError:
+                groups = []  # no stream yet
+            info = next((g for g in groups if g["name"].decode() == group), None)
+            leases = [k async for k in self.redis.scan_iter(self.keys.lease_pattern(group), 1000)]
+            length = int(await self.redis.xlen(stream))
+            if info is None:
+                lag, pending, read, oldest_age = length, 0, -1, None
+            else:
+                lag = int(info.get("lag") or 0) if info.get("lag") is not None else length
+                pending = int(info["pending"])
+                read = _entries_read(info)
+                oldest_age = await self._oldest_pending_age(stream, group, pending)
+            sample = GroupSample(
+                at=time.time(),
+                lag=lag,
+                pending=pending,
+                acked=read - pending if read >= 0 else -1,
+                consumers=len(leases),
+            )
+            window = self.samples[group]
+            window.append(sample)
+            while window and window[0].at < sample.at - self.settings.health_window:
+                window.popleft()
+            verdict = judge_group(group, list(window))
+            return {
+                "stream": stream,
+                "length": length,
+                "lag": lag,
+                "pending": pending,
+                "oldest_pending_s": oldest_age,
+                "consumers": len(leases),
+                "sample": msgspec.to_builtins(sample),
+                "verdict": (verdict.status.value, verdict.reason),
+            }
+
+        return probe
+
+    async def _oldest_pending_age(self, stream: str, group: str, pending: int) -> float | None:
+        if pending == 0:
+            return None
+        summary: Any = await self.redis.xpending(stream, group)
+        if summary["min"] is None:
+            return None
+        ms = int(summary["min"].decode().split("-")[0])
+        return max(0.0, round(time.time() - ms / 1000, 3))
+
+
+def _entries_read(info: dict[str, Any]) -> int:
+    """How many entries a group has read (its progress counter); 0 for a group that has
+    read nothing yet, -1 when the server cannot tell (a group created at an id)."""
+    if info.get("entries-read") is not None:
+        return int(info["entries-read"])
+    return 0 if info.get("last-delivered-id") in (b"0-0", "0-0") else -1
+
+
+async def latest(redis: Redis, keys: Keys) -> HealthResult | None:
+    """The newest result in ``patchlog:health``, or ``None`` if there is none."""
+    rows: Any = await redis.xrevrange(keys.health, count=1)
+    return decode_event(HealthResult, rows[0][1]) if rows else None
+
+
+_STATUS_CODE = {HealthStatus.OK: 0, HealthStatus.DEGRADED: 1, HealthStatus.FAILING: 2}
+
+
+def exit_code(result: HealthResult | None, now_ms: int, interval: float) -> int:
+    """0, 1 or 2 for ok, degraded, failing; 2 when there is no result younger than three
+    prober intervals (a stopped prober must not read as healthy)."""
+    if result is None or now_ms - result.at > 3 * interval * 1000:
+        return 2
+    return _STATUS_CODE[result.status]
+
+
+def http_answer(
+    path: str, result: HealthResult | None, now_ms: int, interval: float
+) -> tuple[int, str]:
+    """The HTTP status and body for ``path``: ``/healthz`` is 200 unless failing (or no
+    recent result), ``/readyz`` 200 only when ok; anything else 404."""
+    code = exit_code(result, now_ms, interval)
+    status = (
+        "stale"
+        if result is None or (code == 2 and result.status is not HealthStatus.FAILING)
+        else result.status.value
+    )
+    if path == "/healthz":
+        return (200 if code < 2 else 503), status + "\n"
+    if path == "/readyz":
+        return (200 if code == 0 else 503), status + "\n"
+    return 404, "not found\n"
+
+
+async def serve_http(port: int, answer: Callable[[str], tuple[int, str]]) -> asyncio.Server:
+    """A minimal HTTP/1.0 server on 127.0.0.1:``port`` for liveness and readiness probes
+    (each request read within 5 s; one answer, then the connection closes)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            parts = line.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
+            code, body = answer(path) if parts[:1] in (["GET"], ["HEAD"]) else (405, "GET only\n")
+            reason = {
+                200: "OK",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }[code]
+            payload = body.encode()
+            writer.write(
+                f"HTTP/1.0 {code} {reason}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + (payload if parts[:1] == ["GET"] else b"")
+            )
+            await asyncio.wait_for(writer.drain(), 5)
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def run_prober(
+    redis: Redis, settings: Settings, stop: asyncio.Event, *, port: int = 0, rounds: int = 0
+) -> None:
+    """Probe every ``health_interval`` seconds until ``stop`` is set (or ``rounds``
+    rounds, when not 0), serving ``/healthz`` and ``/readyz`` on ``port`` when not 0."""
+    prober = Prober(redis, settings)
+    with contextlib.suppress(TimeoutError, PatchlogError):  # else judged as samples arrive
+        await asyncio.wait_for(prober.seed(), settings.health_probe_timeout)
+    last: list[HealthResult] = []
+
+    def answer(path: str) -> tuple[int, str]:
+        return http_answer(
+            path, last[-1] if last else None, int(time.time() * 1000), settings.health_interval
+        )
+
+    server = await serve_http(port, answer) if port else None
+    done = 0
+    try:
+        while not stop.is_set():
+            result = await prober.round()
+            last[:] = [result]
+            log.info("health", status=result.status.value, reasons=result.checks["reasons"])
+            with contextlib.suppress(TimeoutError, PatchlogError):  # served over HTTP anyway
+                await asyncio.wait_for(prober.append(result), settings.health_probe_timeout)
+            done += 1
+            if rounds and done >= rounds:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.health_interval)
+    finally:
+        if server is not None:
+            server.close()

@@ -1,0 +1,117 @@
+"""The health prober against real servers: groups judged by movement, a paused server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from patchlog.ops.health import Prober, exit_code, latest, run_prober
+from patchlog.streams.connection import connect
+from patchlog.streams.schema import HealthStatus
+from patchlog.streams.settings import Settings
+from tests.integration.helpers import dedicated_server, free_port
+
+
+async def test_execute_group_judged_slow_stalled_unattended_and_ok(
+    redis: Redis, settings: Settings
+) -> None:
+    """A live consumer acknowledging fewer than arrive is degraded; no progress over
+    the window is failing; no live consumer with a backlog is failing; caught up is ok.
+    Each result lands in patchlog:health."""
+    settings = msgspec.structs.replace(settings, health_window=0.5)
+    stream = settings.keys.normalized
+    prober = Prober(redis, settings)
+
+    async def judged() -> tuple[HealthStatus, str]:
+        result = await prober.round()
+        await prober.append(result)
+        group = result.checks["groups"]["execute"]
+        reasons = [r for r in result.checks["reasons"] if r.startswith("execute")]
+        return (HealthStatus.OK if not reasons else result.status), " ".join(reasons) or str(group)
+
+    ids = [await redis.xadd(stream, {"n": str(i)}) for i in range(100)]
+    await redis.xgroup_create(stream, "execute", id="0")
+    await redis.set(settings.keys.lease("execute", "e1"), "1", px=60_000)
+    await judged()
+    read: list[bytes] = []
+    for _ in range(2):  # slower than arrivals: 10 acknowledged, 30 arrive
+        got: Any = await redis.xreadgroup("execute", "e1", {stream: ">"}, count=10)
+        batch = [eid for eid, _ in got[0][1]]
+        await redis.xack(stream, "execute", *batch)
+        read += batch
+        ids += [await redis.xadd(stream, {"n": "more"}) for _ in range(30)]
+        status, reason = await judged()
+    assert status is HealthStatus.DEGRADED, reason
+    assert "slower than arrivals" in reason
+    await asyncio.sleep(0.6)  # a window in which nothing is acknowledged
+    await judged()
+    await asyncio.sleep(0.2)
+    status, reason = await judged()
+    assert (status, "stalled" in reason) == (HealthStatus.FAILING, True), reason
+    await redis.delete(settings.keys.lease("execute", "e1"))
+    status, reason = await judged()
+    assert status is HealthStatus.FAILING
+    assert reason.endswith("and no live consumer")
+    await redis.set(settings.keys.lease("execute", "e1"), "1", px=60_000)
+    got = await redis.xreadgroup("execute", "e1", {stream: ">"}, count=1000)
+    await redis.xack(stream, "execute", *[eid for eid, _ in got[0][1]])
+    status, reason = await judged()
+    assert status is HealthStatus.OK, reason
+    newest = await latest(redis, settings.keys)
+    assert newest is not None
+    assert newest.checks["groups"]["execute"]["lag"] == 0
+    assert exit_code(newest, int(time.time() * 1000), settings.health_interval) in (0, 1)
+
+
+async def test_a_paused_server_is_failing_within_the_probe_timeout(tmp_path: Path) -> None:
+    """SIGSTOP of the server: /healthz answers 503 within the probe timeout plus one
+    interval and the prober keeps running; after SIGCONT it answers 200 again."""
+    async with dedicated_server(tmp_path, "valkey") as srv:
+        settings = Settings(
+            redis_url=srv.url, health_interval=0.3, health_probe_timeout=0.5, socket_timeout=1.0
+        )
+        redis = connect(settings, srv.url)
+        port = free_port()
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_prober(redis, settings, stop, port=port))
+
+        async def healthz() -> int:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+            status = int((await reader.readline()).split()[1])
+            writer.close()
+            return status
+
+        async def until(code: int, within: float) -> float:
+            start = time.monotonic()
+            while time.monotonic() - start < within:
+                try:
+                    if await healthz() == code:
+                        return time.monotonic() - start
+                except OSError:
+                    pass
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"/healthz did not answer {code} within {within} s")
+
+        try:
+            await until(200, 5)
+            assert srv.process is not None
+            os.kill(srv.process.pid, signal.SIGSTOP)
+            took = await until(503, 0.5 + 0.3 + 1.0)
+            assert not task.done()
+            os.kill(srv.process.pid, signal.SIGCONT)
+            await until(200, 10)
+            assert took < 2.0
+        finally:
+            if srv.process is not None:
+                os.kill(srv.process.pid, signal.SIGCONT)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await redis.aclose()

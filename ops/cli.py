@@ -13,7 +13,7 @@ import click
 import msgspec
 
 from patchlog import __version__
-from patchlog.ops import cli_admin, cli_audit, cli_files, cli_stream
+from patchlog.ops import cli_admin, cli_audit, cli_files, cli_ops, cli_stream
 from patchlog.ops.clibase import (
     EXIT_MEANINGS,
     GLOBALS,
@@ -130,7 +130,7 @@ def up(
 
 @cli.command()
 @global_options
-@click.argument("stage", type=click.Choice(["normalize", "execute", "projector"]))
+@click.argument("stage", type=click.Choice(["normalize", "execute", "projector", "health"]))
 @click.option(
     "--name",
     help="Consumer name (stable per worker slot; default stage-host-pid); for a projector, "
@@ -160,18 +160,28 @@ def worker(
 ) -> None:
     """Run one stage worker (for systemd, Kubernetes, or scaling by hand), or a
     projector: `patchlog worker projector --dir PATH` keeps the files in PATH equal to
-    the documents, resuming from the checkpoint in the folder after a restart.
+    the documents, resuming from the checkpoint in the folder after a restart, or the
+    health prober: `patchlog worker health` appends a result to patchlog:health every
+    PATCHLOG_HEALTH_INTERVAL seconds (and serves /healthz, /readyz on
+    PATCHLOG_HEALTH_PORT).
 
     It checks the server first and exits at once (status 3) if it cannot use it.
     """
     from patchlog.ops.worker import (  # noqa: PLC0415
+        HEALTH,
         PROJECTOR,
         default_consumer,
         default_projector_name,
+        run_health,
         run_projector,
         run_worker,
     )
 
+    if stage == HEALTH:
+        settings = settings_of(ctx)
+        sys.exit(
+            run(run_health(settings, url_of(settings), source=url_source(ctx), warn=not supervised))
+        )
     if folder is not None and stage != PROJECTOR:
         raise click.UsageError(f"--dir: only a projector keeps a folder, not {stage}")
     settings = settings_of(ctx, projector_dir=folder)
@@ -444,6 +454,7 @@ for _command in (
     *cli_stream.COMMANDS,
     *cli_files.COMMANDS,
     *cli_admin.COMMANDS,
+    *cli_ops.COMMANDS,
 ):
     cli.add_command(_command)
 

@@ -24,7 +24,7 @@ import structlog
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
-from patchlog.ops.worker import PROJECTOR, check_once
+from patchlog.ops.worker import HEALTH, PROJECTOR, check_once
 from patchlog.streams.connection import ServerInfo, connect
 from patchlog.streams.errors import DataDirLocked, ServerError
 from patchlog.streams.keys import EXECUTE, NORMALIZE
@@ -160,6 +160,9 @@ class Supervisor:
                     WorkerProcess(stage, slot, self.url, port, env, log_path=worker_log)
                 )
                 port = port + 1 if port else 0
+        self.workers.append(
+            WorkerProcess(HEALTH, 1, self.url, 0, env, log_path=worker_log, args=())
+        )
         if settings.projector_dir:
             # Absolute: the folder a worker keeps must not depend on its working folder.
             folder = str(Path(settings.projector_dir).absolute())

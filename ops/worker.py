@@ -31,6 +31,7 @@ from patchlog.consumers.projector import Projector
 from patchlog.consumers.runner import Runner, Stage
 from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import collect_every, quiet_gc
+from patchlog.ops.health import run_prober
 from patchlog.ops.metrics import serve_metrics
 from patchlog.streams.connection import ServerInfo, check_server, connect, read_persistence
 from patchlog.streams.errors import PatchlogError, ServerError, ServerRefused, ServerUnavailable
@@ -51,6 +52,7 @@ __all__ = [
 
 STAGES = (NORMALIZE, EXECUTE)
 PROJECTOR = "projector"
+HEALTH = "health"
 """The worker that keeps a folder of files equal to the documents."""
 log = structlog.get_logger("patchlog.worker")
 _FULL_GC_EVERY = 30.0  # seconds
@@ -145,8 +147,20 @@ async def run_worker(
             stage = ExecuteStage(redis, settings, scripts)
             trims = (settings.keys.normalized,)
         aged = ((settings.keys.outcomes, settings.idempotency_window),)
+        # The ingress stream is the clients': kept for a while after it is processed.
+        retained: tuple[tuple[str, float], ...] = ()
+        if stage_name == NORMALIZE and settings.patches_retention > 0:
+            retained = ((settings.keys.patches, settings.patches_retention),)
         runner = Runner(
-            redis, settings, scripts, stage, consumer, drain=burst, trims=trims, aged=aged
+            redis,
+            settings,
+            scripts,
+            stage,
+            consumer,
+            drain=burst,
+            trims=trims,
+            aged=aged,
+            retained=retained,
         )
         if settings.metrics_port:
             try:
@@ -261,3 +275,25 @@ async def _run_until_stopped(
         log.error("worker failed", error=f"{type(error).__name__}: {error}", exc_info=error)
         return 1
     return 0
+
+
+async def run_health(
+    settings: Settings, url: str, *, source: str | None = None, warn: bool = True
+) -> int:
+    """Run the health prober (``ops.health``) until SIGTERM or SIGINT, serving
+    ``/healthz`` and ``/readyz`` on ``health_port`` when set; returns the exit status.
+
+    Raises ``ServerError`` naming the URL if the server cannot be used at start; after
+    that, an unreachable server is what it reports, never a reason to stop.
+    """
+    stop = _stop_on_signals()
+    redis = connect(settings, url, name=f"patchlog-{HEALTH}")
+    try:
+        await check_once(redis, url, source, persistence=warn)
+        structlog.contextvars.bind_contextvars(stage=HEALTH)
+        log.info("probing", every=settings.health_interval, port=settings.health_port or None)
+        await run_prober(redis, settings, stop, port=settings.health_port)
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await redis.aclose()

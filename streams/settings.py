@@ -103,6 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Share of the server's maxmemory above which health is degraded."""
     health_cap: int = 10_000
     """Results kept in ``patchlog:health`` (approximately)."""
+    health_port: int = 0
+    """Port of the prober's ``/healthz`` and ``/readyz`` on 127.0.0.1 (0: none)."""
     dead_cap: int = 100_000
 
     metrics_port: int = 0

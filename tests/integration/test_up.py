@@ -281,3 +281,26 @@ async def test_weak_persistence_of_a_url_server_is_reported_once(
     finally:
         await redis.aclose()
         await srv.stop()
+
+
+async def test_up_runs_a_health_prober_that_health_reads(
+    tmp_path: Path, clis: Callable[..., Awaitable[Cli]]
+) -> None:
+    """`up` starts a prober: a result reaches patchlog:health, and `patchlog health`
+    prints it and exits 0 (ok) on an idle pipeline."""
+    port = free_port()
+    up = await clis("up", "--data-dir", str(tmp_path / "data"), "--port", str(port))
+    redis = connect(Settings(retries=0), f"redis://127.0.0.1:{port}/0")
+    try:
+        await until(redis.ping, 30, "the embedded server answering")
+
+        async def probed() -> bool:
+            return bool(await redis.xlen(_KEYS.health))
+
+        await until(probed, 30, "a health result")
+        health = await clis("health", "--port", str(port))
+        assert await health.wait(30) == 0, health.stderr
+        assert health.out.read_text().startswith("ok, ")
+    finally:
+        await redis.aclose()
+    assert await up.stop() == 0, up.stderr

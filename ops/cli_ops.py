@@ -1,0 +1,54 @@
+"""Watching the pipeline run: health (and the status views beside it)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+import msgspec
+
+from patchlog.ops.clibase import client_call, global_options, handle_errors, run, settings_of
+
+__all__ = ["COMMANDS"]
+
+
+@click.command()
+@global_options
+@click.option("--json", "as_json", is_flag=True, help="The whole result as JSON.")
+@click.pass_context
+@handle_errors
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Print the latest health result; exit 0 ok, 1 degraded, 2 failing (or no result
+    younger than three prober intervals): usable as a liveness or readiness probe."""
+    from patchlog.ops.health import exit_code, latest  # noqa: PLC0415
+
+    settings = settings_of(ctx)
+    result = run(client_call(settings, lambda c: latest(c.redis, settings.keys)))
+    now = int(time.time() * 1000)
+    code = exit_code(result, now, settings.health_interval)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode() if result else "null")
+    elif result is None:
+        click.echo("no health result yet: is the prober running? (patchlog up starts one)")
+    else:
+        age = (now - result.at) / 1000
+        stale = (
+            " (stale: the prober has not written for a while)"
+            if code == 2 and result.status.value != "failing"
+            else ""
+        )
+        click.echo(f"{result.status.value}{stale}, {age:.1f} s ago")
+        for reason in result.checks.get("reasons", []):
+            click.echo(f"  {reason}")
+        groups: dict[str, Any] = result.checks.get("groups", {})
+        for name, g in groups.items():
+            if "lag" in g:
+                click.echo(
+                    f"  {name}: lag {g['lag']}, pending {g['pending']}, consumers {g['consumers']}"
+                )
+    sys.exit(code)
+
+
+COMMANDS: list[click.Command] = [health]

@@ -20,7 +20,7 @@ from patchlog.projections.fold import fold_revision
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import (
-    Snapshot,
+    checked_snapshot,
     iter_revisions,
     read_heads,
     write_checkpoints,
@@ -33,7 +33,6 @@ __all__ = ["Difference", "Progress", "RebuildReport", "Rebuilt", "fold_log", "re
 Progress = Callable[[int], None]
 """Called now and then with the number of revisions folded so far."""
 
-_SNAP = msgspec.msgpack.Decoder(Snapshot)
 _PROGRESS_EVERY = 10_000
 
 
@@ -83,11 +82,8 @@ class _Copies(msgspec.Struct):
 
 def _claimed(raw: bytes) -> str | None:
     """The hash a stored copy holds if it decodes and its lines hash to it."""
-    try:
-        snap = _SNAP.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return snap.hash if content_hash(snap.lines) == snap.hash else None
+    snap = checked_snapshot(raw)
+    return None if snap is None else snap.hash
 
 
 def _step(doc: Rebuilt, name: str, stream_id: str, revision: Revision) -> None:
@@ -165,10 +161,8 @@ async def _copies(redis: Redis, keys: Keys, names: list[str]) -> dict[str, _Copi
         snap_raw, checkpoints = replies[2 * i], replies[2 * i + 1]
         copies = _Copies()
         if snap_raw is not None:
-            try:
-                copies.snapshot = (_SNAP.decode(snap_raw).rev, _claimed(snap_raw))
-            except msgspec.DecodeError:
-                copies.snapshot = (0, None)
+            snap = checked_snapshot(snap_raw)
+            copies.snapshot = (0, None) if snap is None else (snap.rev, snap.hash)
         for field, raw in checkpoints.items():
             copies.checkpoints[int(field) if field.isdigit() else -1] = _claimed(raw)
         out[name] = copies

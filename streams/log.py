@@ -23,6 +23,7 @@ from patchlog.streams.schema import Op, Revision
 __all__ = [
     "Head",
     "Snapshot",
+    "checked_snapshot",
     "iter_revisions",
     "read_checkpoint",
     "read_head",
@@ -141,6 +142,15 @@ async def revisions_since(
     return out
 
 
+def checked_snapshot(raw: bytes) -> Snapshot | None:
+    """A stored snapshot or checkpoint if it decodes and its lines hash to its hash."""
+    try:
+        snap = _SNAP_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return snap if content_hash(snap.lines) == snap.hash else None
+
+
 async def read_snapshot(redis: Redis, keys: Keys, doc: str) -> Snapshot | None:
     """``doc``'s cached snapshot if there is one that decodes and matches its own hash.
 
@@ -148,13 +158,7 @@ async def read_snapshot(redis: Redis, keys: Keys, doc: str) -> Snapshot | None:
     the revision there.
     """
     raw: Any = await redis.get(keys.snapshot(doc))
-    if raw is None:
-        return None
-    try:
-        snap = _SNAP_DECODER.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return snap if content_hash(snap.lines) == snap.hash else None
+    return None if raw is None else checked_snapshot(raw)
 
 
 async def write_snapshot(redis: Redis, keys: Keys, doc: str, rev: int, lines: list[str]) -> None:
@@ -194,13 +198,7 @@ async def read_checkpoint(
         if not below:
             return None
         raw = await redis.hget(key, str(max(below)))
-        if raw is None:
-            return None
-    try:
-        snap = _SNAP_DECODER.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    return snap if content_hash(snap.lines) == snap.hash else None
+    return None if raw is None else checked_snapshot(raw)
 
 
 _OPS = msgspec.json.Decoder(tuple[Op, ...])

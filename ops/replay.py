@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
+from patchlog.ops.when import TIME_RULE, to_ms
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import HealthStatus, OutcomeStatus
 
@@ -80,8 +81,6 @@ PAGE = 1000
 
 _MAX_PART = 2**64 - 1  # each half of a stream id is an unsigned 64-bit integer
 _ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
-_RELATIVE = re.compile(r"-([0-9]{1,12})(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)  # UTC, spelled Z by entry_time
 _LAST_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPOCH) // timedelta(
@@ -90,11 +89,7 @@ _LAST_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPOC
 _ENCODER = msgspec.json.Encoder()
 _WRITE_BYTES = 64 * 1024  # lines gathered before one write to the output
 
-FROM_RULE = (
-    "a stream id (1796084322494-0, or its milliseconds alone), an ISO 8601 time "
-    "(2026-12-01T08:00:00Z; UTC when it has no offset), a time relative to now "
-    "(-90s, -5m, -2h, -7d; units ms, s, m, h, d) or now"
-)
+FROM_RULE = f"a stream id (1796084322494-0, or its milliseconds alone), {TIME_RULE}"
 """What ``--from`` accepts, as its usage error states it."""
 
 StreamId = tuple[int, int]
@@ -122,18 +117,10 @@ def parse_from(text: str, now_ms: int) -> StreamId:
     found = parse_id(text)
     if found is not None:
         return found
-    if text == "now":
-        return (now_ms, 0)
-    relative = _RELATIVE.fullmatch(text)
-    if relative is not None:
-        return (max(0, now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]), 0)
     try:
-        when = datetime.fromisoformat(text)
+        return (to_ms(text, now_ms), 0)
     except ValueError:
         raise ValueError(f"{text!r} is not a stream id or a time; rule: {FROM_RULE}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # the times replay prints are UTC
-    return (max(0, (when - _EPOCH) // timedelta(milliseconds=1)), 0)
 
 
 def entry_time(ms: int) -> str | None:

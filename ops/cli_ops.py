@@ -1,4 +1,4 @@
-"""Watching the pipeline run: health (and the status views beside it)."""
+"""Watching the pipeline run: health and status."""
 
 from __future__ import annotations
 
@@ -51,4 +51,22 @@ def health(ctx: click.Context, as_json: bool) -> None:
     sys.exit(code)
 
 
-COMMANDS: list[click.Command] = [health]
+@click.command()
+@global_options
+@click.option("--json", "as_json", is_flag=True, help="Everything as one JSON object.")
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """One screen: server, persistence, streams, groups (lag, pending, oldest pending,
+    consumers), live workers and the latest health result."""
+    from patchlog.ops.status import gather_status, render_status  # noqa: PLC0415
+
+    settings = settings_of(ctx)
+    found = run(client_call(settings, lambda c: gather_status(c.redis, settings)))
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+    else:
+        click.echo(render_status(found), nl=False)
+
+
+COMMANDS: list[click.Command] = [health, status]

@@ -70,10 +70,10 @@ class Prober:
     async def round(self) -> HealthResult:
         """Run every probe (each under ``health_probe_timeout``) and judge."""
         probes: dict[str, Probe] = {
-            "server": self._server,
-            "persistence": self._persistence,
-            "dead": self._dead,
-            **{f"group:{g}": self._group(g, stream) for g, stream in GROUPS},
+            "server": self.probe_server,
+            "persistence": self.probe_persistence,
+            "dead": self.probe_dead,
+            **{f"group:{g}": self.probe_group(g, stream) for g, stream in GROUPS},
         }
         timeout = self.settings.health_probe_timeout
         results = await asyncio.gather(
@@ -110,7 +110,7 @@ class Prober:
             approximate=True,
         )
 
-    async def _server(self) -> dict[str, Any]:
+    async def probe_server(self) -> dict[str, Any]:
         start = time.perf_counter()
         await self.redis.ping()
         ping_ms = (time.perf_counter() - start) * 1000
@@ -131,7 +131,7 @@ class Prober:
             "verdict": verdict,
         }
 
-    async def _persistence(self) -> dict[str, Any]:
+    async def probe_persistence(self) -> dict[str, Any]:
         info: Any = await self.redis.info("persistence")
         state = {
             k: info.get(k)
@@ -150,7 +150,7 @@ class Prober:
         )
         return {**state, "verdict": verdict}
 
-    async def _dead(self) -> dict[str, Any]:
+    async def probe_dead(self) -> dict[str, Any]:
         size = int(await self.redis.xlen(self.keys.dead))
         now = time.time()
         self.dead_seen.append((now, size))
@@ -166,7 +166,7 @@ class Prober:
             )
         return {"length": size, "new": grew, "verdict": verdict}
 
-    def _group(self, group: str, stream_attr: str) -> Probe:
+    def probe_group(self, group: str, stream_attr: str) -> Probe:
         async def probe() -> dict[str, Any]:
             stream = getattr(self.keys, stream_attr)
             try:

@@ -24,7 +24,10 @@ checkpoint (a crash between steps 1 and 3); so the content a document is folded 
 taken from its file only when the file's sha256 is the ``prev`` hash of the revision
 about to be applied, and otherwise from the log.
 
-Every name in the folder that starts with ``.`` is the projector's own (documents' paths
+When it resumes, a document whose file is missing (deleted by hand) is written again
+at its head; a file edited by hand is put right by its document's next revision (empty
+the folder to rebuild it all). Every name in the folder that starts with ``.`` is the
+projector's own (documents' paths
 never do); one projector at a time keeps a folder (``.patchlog-lock``).
 """
 
@@ -366,18 +369,22 @@ class Projector:
         self.backoff = Backoff(base=0.1, cap=5.0)
 
     async def open(self) -> None:
-        """Create and lock the folder, remove leftover temporary files, and find where
-        to resume. Raises ``FolderError``, and ``ServerError`` if the log cannot be read."""
+        """Create and lock the folder, remove leftover temporary files, find where to
+        resume, and (when resuming) write again the documents whose file is missing.
+        Raises ``FolderError``, ``ServerError`` if the log cannot be read, and
+        ``VerifyFailed`` if a document does not load."""
         self.folder.create()
         self.folder.lock()
         removed = self.folder.clean()
         self.position = await self._resume()
+        restored = await self._restore_missing() if self.position.id != START else 0
         log.info(
             "projector ready",
             folder=str(self.folder.root),
             name=self.name,
             resume=self.position.id,
             temporary_files_removed=removed,
+            missing_files_restored=restored,
         )
 
     def close(self) -> None:
@@ -527,8 +534,15 @@ class Projector:
         found = await asyncio.to_thread(self._from_files, wanted)
         self.states.update(found)
         missing = [r.doc for r in wanted if r.doc not in found]
-        for start in range(0, len(missing), _LOADS):
-            chunk = missing[start : start + _LOADS]
+        await self._load_heads(missing)
+        if missing:
+            log.info("documents loaded from the log", documents=len(missing))
+
+    async def _load_heads(self, docs: Sequence[str]) -> None:
+        """Load ``docs`` at their heads from the log (the revisions up to there are in
+        them: the fold skips those)."""
+        for start in range(0, len(docs), _LOADS):
+            chunk = docs[start : start + _LOADS]
             loaded = await asyncio.gather(
                 *(load_content(self.redis, self.keys, doc) for doc in chunk)
             )
@@ -536,8 +550,25 @@ class Projector:
                 self.states[doc] = DocState(
                     content.rev, content.hash, content.lines, floor=content.rev
                 )
-        if missing:
-            log.info("documents loaded from the log", documents=len(missing))
+
+    async def _restore_missing(self) -> int:
+        """Write, at their heads, the documents whose file is missing from a folder
+        resumed from its checkpoint (deleted by hand, or created since); how many. A
+        file ahead of the checkpoint is as good as one at it."""
+        members: Any = await self.redis.smembers(self.keys.docs)
+        names = sorted(m.decode() for m in members)
+
+        def absent() -> list[str]:
+            return [doc for doc in names if not (self.folder.root / path_of(doc)).is_file()]
+
+        missing = await asyncio.to_thread(absent)
+        for start in range(0, len(missing), self.cache_docs):
+            chunk = missing[start : start + self.cache_docs]
+            await self._load_heads(chunk)
+            files = {path_of(doc): content_bytes(self.states[doc].lines) for doc in chunk}
+            await asyncio.to_thread(self.folder.write, files)
+            self._evict(chunk)
+        return len(missing)
 
     def _from_files(self, wanted: Sequence[Revision]) -> dict[str, DocState]:
         out = {}

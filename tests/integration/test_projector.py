@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +62,30 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
+_STARTED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_projector_outlives_its_test() -> AsyncIterator[None]:
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+            await asyncio.wait_for(process.wait(), 10)
+
+
 async def start_projector(
     settings: Settings, folder: Path, *args: str
 ) -> asyncio.subprocess.Process:
     """``patchlog worker projector --dir folder`` as a child process (its output in
-    ``folder``'s sibling log file)."""
+    ``folder``'s sibling log file), killed at the end of the test if it still runs."""
     clean = {
         k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
     }
     log = folder.with_name(folder.name + ".log").open("ab")
     try:
-        return await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "patchlog", "worker", "projector", "--dir", str(folder),
             "--json-logs", *args,
             env={**clean, **settings_env(settings)},
@@ -80,6 +93,8 @@ async def start_projector(
         )  # fmt: skip
     finally:
         log.close()
+    _STARTED.append(process)
+    return process
 
 
 async def stop(process: asyncio.subprocess.Process, timeout: float = 10) -> int:
@@ -342,6 +357,17 @@ async def test_files_ahead_of_the_checkpoint_are_trusted_only_by_hash(
     finally:
         projector.close()
     assert projector.applied == len(later)
+    await assert_equal(redis, settings, folder)
+
+    # A file deleted by hand, no revision to come: written again when it resumes.
+    (folder / path_of(NAMED[1])).unlink()
+    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
+    await projector.open()
+    try:
+        await projector.run(asyncio.Event(), burst=True)
+    finally:
+        projector.close()
+    assert projector.applied == 0
     await assert_equal(redis, settings, folder)
 
 

@@ -48,6 +48,13 @@ _ROUNDS = 50
 _CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
 _WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
 _LOOK_STEP = 1.0  # seconds between two scans for an earlier pending entry of its document
+_TOLD = {
+    "dup": ("duplicate", True),
+    "fenced": ("fenced", True),  # claimed by another worker meanwhile: its decision counts
+    "cas": ("head moved: deciding again", False),
+    "reuse": ("id owned by another patch: rejecting", False),
+}
+"""A commit result other than 'ok': its log event, and whether it is the patch's last."""
 
 
 _Item = tuple[Entry, NormalizedPatch]
@@ -116,6 +123,7 @@ class ExecuteStage:
         self.counts: dict[str, int] = {}
         self.cas_retries = 0
         self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
+        self._told: dict[str, int] = {}  # this batch's decisions by outcome, for its log line
 
     # -- runner protocol ---------------------------------------------------------------
 
@@ -144,6 +152,8 @@ class ExecuteStage:
 
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Decide and commit a batch of normalized patches."""
+        started = time.perf_counter()
+        self._told = {}
         items = [(entry, decode_normalized(entry[1][b"p"])) for entry in entries]
         self._owned = set()
         touched = {patch.doc for _, patch in items}
@@ -154,6 +164,13 @@ class ExecuteStage:
             for doc in touched:
                 self.docs.drop(doc)
             raise
+        held = sum(1 for entry in entries if entry[0] in self.waiting)
+        # A batch that only looked again at patches waiting for their base is debug: it
+        # comes every 100 ms while one waits.
+        (log.info if self._told else log.debug)(
+            "batch", entries=len(entries), **self._told, held=held,
+            seconds=round(time.perf_counter() - started, 6),
+        )  # fmt: skip
 
     # -- deciding ----------------------------------------------------------------------
 
@@ -319,7 +336,7 @@ class ExecuteStage:
             if found is not None and waiting.earlier is None:
                 log.info(
                     "base ahead: waiting for an earlier pending entry",
-                    doc=patch.doc, id=patch.id, earlier=found,
+                    id=patch.id, doc=patch.doc, base=patch.base, src=patch.src, earlier=found,
                 )  # fmt: skip
             waiting.earlier = found
 
@@ -478,16 +495,29 @@ class ExecuteStage:
         ]
         reply: Any = await self.scripts.commit(keys=keys, args=args)
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
-        for d, (status, _) in zip(decisions, out, strict=True):
-            log.debug(
-                "decided",
-                id=d.patch.id,
-                doc=d.patch.doc,
-                rev=d.outcome.rev,
-                outcome=d.outcome.status.value,
-                result=status,
-            )
+        for d, (status, rev) in zip(decisions, out, strict=True):
+            self._log_decided(d, status, rev)
         return out
+
+    def _log_decided(self, d: _Decision, status: str, rev: str) -> None:
+        """One debug line per patch and commit result; final ones are counted for the
+        batch's line."""
+        event, final = _TOLD.get(status, (status, True))
+        line: dict[str, Any] = {"rev": d.outcome.rev}
+        if status == "ok":
+            event = d.outcome.status.value
+            if d.outcome.code is not None:
+                line["code"] = d.outcome.code.value
+        elif status == "dup":
+            line["rev"] = int(rev)  # the revision that applied the patch id
+        elif status == "reuse":
+            line["owner"] = rev  # the ingress entry of the patch that owns the id
+        if final:
+            self._told[event] = self._told.get(event, 0) + 1
+        log.debug(
+            event, id=d.patch.id, doc=d.patch.doc, base=d.patch.base, **line,
+            src=d.patch.src, entry=d.entry[0],
+        )  # fmt: skip
 
     async def _snapshots(self, confirmed: set[str]) -> None:
         """Snapshot documents whose confirmed content is ``snapshot_every`` revisions past

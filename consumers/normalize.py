@@ -4,7 +4,9 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -93,6 +95,8 @@ class NormalizeStage:
 
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Forward or reject every entry, and acknowledge them, in one script call."""
+        started = time.perf_counter()
+        told: list[dict[str, Any]] = []  # each entry's log line, written once decided
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
         batch: list[ForwardRow] = []
         payloads: list[bytes] = []
@@ -116,11 +120,14 @@ class NormalizeStage:
                 payloads.append(b"")
                 self.rejected += 1
                 _REJECTED.inc()
-                log.info("rejected", src=entry[0], id=patch_id, doc=doc, code=err.code.value)
+                told.append({"event": "rejected", "id": patch_id, "doc": doc, "src": entry[0],
+                             "code": err.code.value, "message": err.message[:300]})  # fmt: skip
                 continue
             batch.append(ForwardRow(entry=entry[0], kind="f"))
             payloads.append(encode_normalized(patch))
             forwarded += 1
+            told.append({"event": "forwarded", "id": patch.id, "doc": patch.doc,
+                         "base": patch.base, "src": entry[0]})  # fmt: skip
         self.forwarded += forwarded
         _FORWARDED.inc(forwarded)
         ids = sorted((entry[0] for entry in entries), key=parse_id)
@@ -133,4 +140,18 @@ class NormalizeStage:
             _MSGPACK.encode(batch),
             *payloads,
         ]
-        await self.scripts.forward(keys=keys, args=args)
+        results: Any = await self.scripts.forward(keys=keys, args=args)
+        _log_decided(told, results, time.perf_counter() - started)
+
+
+def _log_decided(told: list[dict[str, Any]], results: Sequence[bytes], seconds: float) -> None:
+    """One line per entry (a rejection at info, the rest at debug) and one per batch."""
+    tally: dict[str, int] = {}
+    for line, result in zip(told, results, strict=True):
+        if result == b"fenced":  # claimed by another worker meanwhile: its decision counts
+            line["decided"] = line.pop("event")
+            line["event"] = "fenced"
+        what = line["event"]
+        tally[what] = tally.get(what, 0) + 1
+        (log.info if what == "rejected" else log.debug)(**line)
+    log.info("batch", entries=len(told), **tally, seconds=round(seconds, 6))

@@ -149,6 +149,9 @@ class Runner:
 
     async def run(self) -> None:
         """Run until ``stop()`` (or, in drain mode, until there is nothing left)."""
+        # Bound for this task and the tasks it starts: the stage's own lines (per patch,
+        # per batch) and library lines carry the stage and the worker too.
+        structlog.contextvars.bind_contextvars(stage=self.stage.name, consumer=self.consumer)
         await self._retrying(self.ensure_group)
         await self._retrying(self.lease.start)
         self.log.info("worker started", drain=self.drain)
@@ -349,9 +352,11 @@ class Runner:
         self.lease.info.failed += 1
         try:
             deliveries = await self._deliveries(entry[0]) + attempts - 1
+            patch_id, doc, src = self.stage.identify(entry)
             self.log.warning(
-                "entry failed", entry=entry[0], deliveries=deliveries, error=failure.error
-            )
+                "entry failed", id=patch_id, doc=doc, src=src, entry=entry[0],
+                deliveries=deliveries, error=failure.error,
+            )  # fmt: skip
             if deliveries >= self.settings.max_deliveries:
                 await self._dead_letter(entry, failure.error, deliveries)
                 self._failures.pop(entry[0], None)
@@ -408,7 +413,10 @@ class Runner:
             ],
         )
         DEAD.labels(self.stage.name).inc()
-        self.log.error("entry dead-lettered", entry=entry[0], deliveries=deliveries, result=result)
+        self.log.error(
+            "entry dead-lettered", id=patch_id, doc=doc, src=src, entry=entry[0],
+            deliveries=deliveries, result=result,
+        )  # fmt: skip
 
     async def _claim(self) -> None:
         """Take over the pending entries of consumers whose lease has expired."""

@@ -1,9 +1,12 @@
-"""structlog configured once: JSON lines (msgspec) in production, pretty in a terminal.
+"""structlog configured once: JSON lines (msgspec) in production, readable in a terminal.
 
 Every record reaches stderr as one ``write`` of the whole line. Workers are separate
 processes sharing the supervisor's stderr: ``print`` writes the message and its newline
 as two writes when stderr is unbuffered (``PYTHONUNBUFFERED``, common in containers), so
 another process's record could land between them and glue two records into one line.
+
+Records of the standard ``logging`` module (redis, asyncio, any library) go through the
+same processors and renderer, so a worker's output is one format whichever code logged.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ from typing import Any
 import msgspec
 import structlog
 
-__all__ = ["LineLogger", "configure_logging"]
+__all__ = ["LEVEL_ENV", "LineLogger", "configure_logging", "log_level"]
 
-_JSON = msgspec.json.Encoder()
+LEVEL_ENV = "PATCHLOG_LOG_LEVEL"
+"""The variable naming the level when ``configure_logging`` is given none."""
+
+# enc_hook=str: a library's record may carry an object msgspec cannot encode, and a log
+# line must never raise.
+_JSON = msgspec.json.Encoder(enc_hook=str)
+_LEVELS = logging.getLevelNamesMapping()
 
 
 def _dumps(event: Any, **_: Any) -> str:
@@ -49,42 +58,91 @@ class LineLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
-def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
-    """Configure structlog for this process; ``json=None`` picks JSON unless stderr is a tty."""
+class _LibraryHandler(logging.Handler):
+    """Hands a standard-library record, already rendered by structlog's
+    ``ProcessorFormatter``, to the same writer as structlog's own records."""
+
+    def __init__(self, write: Callable[[str], None], formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.write = write
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's contract: report, never raise
+            self.handleError(record)
+
+
+def log_level(level: str | None = None) -> tuple[int, str | None]:
+    """The numeric level for ``level`` (default: ``PATCHLOG_LOG_LEVEL``, else info), and
+    why the default was used instead of what was given, if it was not a level name."""
+    given = level if level is not None else os.environ.get(LEVEL_ENV, "")
+    name = given.strip().upper() or "INFO"
+    if name in _LEVELS:
+        return _LEVELS[name], None
+    where = LEVEL_ENV if level is None else "log level"
+    return (
+        logging.INFO,
+        f"{where}={given!r} is not a level (debug, info, warning, error); using info",
+    )
+
+
+def configure_logging(*, json: bool | None = None, level: str | None = None) -> None:
+    """Configure structlog and the ``logging`` root for this process.
+
+    ``json=None`` picks JSON unless stderr is a tty (then colours and aligned columns);
+    ``level=None`` takes ``PATCHLOG_LOG_LEVEL`` (default info). Calling it again
+    replaces the configuration (the CLI does when ``--json-logs`` is given).
+    """
     if json is None:
         json = not sys.stderr.isatty()
-    processors: list[Any] = [
+    number, complaint = log_level(level)
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    renderer: Any
     if json:
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ]
+        last: list[Any] = [structlog.processors.format_exc_info]
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        last = []
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    write = _writer()
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=_factory(),
+        processors=[*shared, *last, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(number),
+        logger_factory=lambda *_: write,
         cache_logger_on_first_use=True,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            *shared,
+            structlog.stdlib.add_logger_name,  # which library: redis, asyncio, …
+            structlog.stdlib.ExtraAdder(),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last, renderer],
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _LibraryHandler)]:
+        root.removeHandler(old)
+    root.addHandler(_LibraryHandler(write.msg, formatter))
+    root.setLevel(number)
+    if complaint is not None:
+        structlog.get_logger("patchlog.logs").warning(complaint)
 
 
-def _factory() -> Callable[..., Any]:
+def _writer() -> Any:
     """A ``LineLogger`` on stderr's descriptor, or a text-stream writer without one."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         # A stderr with no descriptor (click's CliRunner, pytest's sys capture) lives in
         # this process alone: one text write per record keeps records whole there.
-        return structlog.WriteLoggerFactory(file=sys.stderr)
+        return structlog.WriteLogger(file=sys.stderr)
     # Anything already buffered in sys.stderr goes out first, so that records written
     # straight to the descriptor do not overtake it.
     sys.stderr.flush()
-    logger = LineLogger(fd)
-    return lambda *_: logger
+    return LineLogger(fd)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
 
-from patchlog.ops.clibase import client_call, global_options, handle_errors, run, settings_of
+from patchlog.ops.clibase import (
+    client_call,
+    global_options,
+    handle_errors,
+    run,
+    settings_of,
+    url_of,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -69,4 +77,43 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(render_status(found), nl=False)
 
 
-COMMANDS: list[click.Command] = [health, status]
+@click.command()
+@global_options
+@click.option(
+    "--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+    help="Seconds between two samples.",
+)  # fmt: skip
+@click.option(
+    "--once", is_flag=True,
+    help="Draw one frame and exit (two samples --interval apart, so it has rates).",
+)  # fmt: skip
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write frames to this file as plain text (replaced each time), not the terminal.",
+)  # fmt: skip
+@click.option("--width", type=click.IntRange(40, 1000), help="Columns (default: the terminal's).")
+@click.pass_context
+@handle_errors
+def top(
+    ctx: click.Context, interval: float, once: bool, output: Path | None, width: int | None
+) -> None:
+    """`patchlog status` live: redrawn every --interval seconds until Ctrl-C, with a row
+    per stage (lag, pending, oldest pending, consumers, entries in and done per second)
+    and per stream (length, added per second), the workers and the latest health."""
+    from patchlog.ops.config import redact  # noqa: PLC0415
+    from patchlog.ops.top import run_top  # noqa: PLC0415
+
+    settings = settings_of(ctx)
+    where = f"{settings.namespace} on {redact(url_of(settings))}"
+    run(
+        client_call(
+            settings,
+            lambda c: run_top(
+                c.redis, settings, where=where, interval=interval, once=once, output=output,
+                width=width,
+            ),
+        )
+    )  # fmt: skip
+
+
+COMMANDS: list[click.Command] = [health, status, top]

@@ -35,7 +35,7 @@ from patchlog.ops.gcpolicy import quiet_gc
 from patchlog.ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
 from patchlog.ops.supervisor import Supervisor
 from patchlog.streams.connection import connect
-from patchlog.streams.keys import EXECUTE
+from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import die_with_parent, free_port
 from patchlog.streams.settings import Fsync, Settings
 
@@ -163,7 +163,12 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         parts.tailing = asyncio.create_task(
             tail(redis, settings.keys.outcomes, start_id.decode(), load, parts.stop, resend)
         )
-        pids = {w.name: w.process.pid for w in supervisor.workers if w.process}
+        # The stages' CPU per patch; the health prober (and a projector) are not the load.
+        pids = {
+            w.name: w.process.pid
+            for w in supervisor.workers
+            if w.process and w.stage in (NORMALIZE, EXECUTE)
+        }
         if parts.baseline is not None:
             pids["naive"] = parts.baseline.pid
         began = time.perf_counter()

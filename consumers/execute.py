@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
-from patchlog.consumers.metrics import OUTCOMES, RETRIES
+from patchlog.consumers.metrics import EXECUTE_STATUSES, StageMetrics
 from patchlog.consumers.order import earlier_pending
 from patchlog.consumers.runner import Entry, parse_id
 from patchlog.projections.fold import plan
@@ -122,6 +122,7 @@ class ExecuteStage:
         self._strict: dict[str, bool] = {}
         self.counts: dict[str, int] = {}
         self.cas_retries = 0
+        self.metrics = StageMetrics(EXECUTE, EXECUTE_STATUSES)
         self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
         self._told: dict[str, int] = {}  # this batch's decisions by outcome, for its log line
 
@@ -289,6 +290,7 @@ class ExecuteStage:
                     )
                 what = decision.outcome.status.value
                 tally[what] = tally.get(what, 0) + 1
+                self.metrics.decided(decision.outcome, behind=decision.patch.base < decision.head)
                 continue
             if status == "cas" or decision.kind == "c":
                 # Its speculative state is not what the server has: roll it back. A
@@ -304,15 +306,16 @@ class ExecuteStage:
                 self.waiting.pop(decision.entry[0], None)
                 what = "duplicate" if status == "dup" else status
                 tally[what] = tally.get(what, 0) + 1
+                self.metrics.outcome(what, None, decision.patch.src)
         for what, count in tally.items():
             self.counts[what] = self.counts.get(what, 0) + count
-            OUTCOMES.labels(self.name, what).inc(count)
+        self.metrics.flush(time.time_ns() // 1_000_000)
         for doc in stale:
             self.docs.rollback(doc)
         confirmed = {d.patch.doc for d in decisions} - stale
         await self._snapshots(confirmed)
         self.cas_retries += len(retry)
-        RETRIES.inc(len(retry))
+        self.metrics.retried(len(retry))
         return retry, finals, bool(stale)
 
     async def _look_for_earlier(self, items: Sequence[_Item]) -> None:

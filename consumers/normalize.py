@@ -13,7 +13,7 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.messages import NormalizedPatch, encode_normalized
-from patchlog.consumers.metrics import OUTCOMES
+from patchlog.consumers.metrics import NORMALIZE_STATUSES, StageMetrics
 from patchlog.consumers.runner import Entry, parse_id, rejection
 from patchlog.projections.diff import parse_diff
 from patchlog.projections.patch import normalize
@@ -34,8 +34,6 @@ __all__ = ["NormalizeStage", "normalize_entry"]
 log = structlog.get_logger("patchlog.normalize")
 _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
-_FORWARDED = OUTCOMES.labels(NORMALIZE, "forwarded")
-_REJECTED = OUTCOMES.labels(NORMALIZE, "rejected")
 
 
 def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
@@ -80,6 +78,7 @@ class NormalizeStage:
         self.stream = self.keys.patches
         self.rejected = 0
         self.forwarded = 0
+        self.metrics = StageMetrics(NORMALIZE, NORMALIZE_STATUSES)
 
     def identify(self, entry: Entry) -> tuple[str, str, str]:
         """Best-effort (patch id, doc, ingress entry id) of a raw ingress entry."""
@@ -97,6 +96,7 @@ class NormalizeStage:
         """Forward or reject every entry, and acknowledge them, in one script call."""
         started = time.perf_counter()
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
+        self.metrics.discard()  # what a batch that failed noted: it is noted again
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
         batch: list[ForwardRow] = []
         payloads: list[bytes] = []
@@ -119,17 +119,17 @@ class NormalizeStage:
                 )
                 payloads.append(b"")
                 self.rejected += 1
-                _REJECTED.inc()
+                self.metrics.outcome("rejected", err.code.value, entry[0])
                 told.append({"event": "rejected", "id": patch_id, "doc": doc, "src": entry[0],
                              "code": err.code.value, "message": err.message[:300]})  # fmt: skip
                 continue
             batch.append(ForwardRow(entry=entry[0], kind="f"))
             payloads.append(encode_normalized(patch))
             forwarded += 1
+            self.metrics.outcome("forwarded", None, entry[0])
             told.append({"event": "forwarded", "id": patch.id, "doc": patch.doc,
                          "base": patch.base, "src": entry[0]})  # fmt: skip
         self.forwarded += forwarded
-        _FORWARDED.inc(forwarded)
         ids = sorted((entry[0] for entry in entries), key=parse_id)
         args: list[str | bytes | int] = [
             self.name,
@@ -141,6 +141,7 @@ class NormalizeStage:
             *payloads,
         ]
         results: Any = await self.scripts.forward(keys=keys, args=args)
+        self.metrics.flush(time.time_ns() // 1_000_000, results)
         _log_decided(told, results, time.perf_counter() - started)
 
 

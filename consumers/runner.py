@@ -23,7 +23,14 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.consumers.lease import Lease
-from patchlog.consumers.metrics import BATCH_SECONDS, CLAIMED, DEAD, PROCESSED
+from patchlog.consumers.metrics import (
+    BATCH_ENTRIES,
+    BATCH_SECONDS,
+    CLAIMED,
+    PROCESSED,
+    TRANSIENT,
+    dead_lettered,
+)
 from patchlog.streams.codec import SERVER_STAMPED, event_fields, with_entry
 from patchlog.streams.errors import CommandFailed, GroupMissing, ServerError, is_transient
 from patchlog.streams.keys import Keys
@@ -219,6 +226,7 @@ class Runner:
 
     def _note_transient(self, err: BaseException) -> None:
         self._transient += 1
+        TRANSIENT.labels(self.stage.name).inc()
         if isinstance(err, GroupMissing):
             self._group_missing = True
         self.log.warning("transient server error", error=_describe(err), streak=self._transient)
@@ -341,6 +349,7 @@ class Runner:
             self._failures.pop(entry[0], None)
         self.lease.info.processed += len(entries)
         PROCESSED.labels(self.stage.name).inc(len(entries))
+        BATCH_ENTRIES.labels(self.stage.name).observe(len(entries))
 
     async def _failed(self, entry: Entry, err: BaseException) -> None:
         known = self._failures.get(entry[0])
@@ -412,7 +421,8 @@ class Runner:
                 int(self.settings.outcome_ttl * 1000),
             ],
         )
-        DEAD.labels(self.stage.name).inc()
+        if result in (b"ok", "ok"):  # else 'fenced': its new owner decides it
+            dead_lettered(self.stage.name, src)
         self.log.error(
             "entry dead-lettered", id=patch_id, doc=doc, src=src, entry=entry[0],
             deliveries=deliveries, result=result,

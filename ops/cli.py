@@ -62,7 +62,11 @@ def cli(ctx: click.Context) -> None:
 @click.option("--normalize", "n_normalize", default=1, show_default=True, help="Normalize workers.")
 @click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
 @click.option("--fsync", type=click.Choice(["everysec", "always"]), help="Embedded appendfsync.")
-@click.option("--metrics-port", type=int, default=0, help="First worker metrics port (0: none).")
+@click.option(
+    "--metrics-port", type=int, default=None,
+    help="Serve every worker's metrics and the streams' state on this one port, as "
+    "127.0.0.1:PORT/metrics (default PATCHLOG_METRICS_PORT; 0: none).",
+)  # fmt: skip
 @click.option(
     "--dir", "folder", type=click.Path(file_okay=False),
     help="Also run a projector keeping this folder equal to the documents "
@@ -75,7 +79,7 @@ def up(
     n_normalize: int,
     n_execute: int,
     fsync: str | None,
-    metrics_port: int,
+    metrics_port: int | None,
     folder: str | None,
 ) -> None:
     """Run the pipeline: the server (embedded unless a URL is set) and the stage workers.
@@ -84,24 +88,29 @@ def up(
     restarted from its AOF. With --dir, a projector keeps that folder's files equal to
     the documents. Ctrl-C stops everything cleanly.
     """
+    from patchlog.ops.metrics import MetricsPortBusy  # noqa: PLC0415
     from patchlog.ops.supervisor import Supervisor  # noqa: PLC0415 - keeps `patchlog --help` fast
 
     settings = settings_of(ctx, fsync=fsync, projector_dir=folder)
     source = url_source(ctx)
     kept = Path(settings.projector_dir).absolute()
+    metrics = settings.metrics_port if metrics_port is None else metrics_port
 
     async def main() -> int:
         supervisor = Supervisor(
             settings,
             normalize=n_normalize,
             execute=n_execute,
-            metrics_base=metrics_port,
+            metrics_port=metrics,
             url_source=source,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, supervisor.stop)
-        await supervisor.start()
+        try:
+            await supervisor.start()
+        except MetricsPortBusy as err:
+            raise click.BadParameter(str(err), param_hint="--metrics-port") from None
         where = (
             f"embedded server {supervisor.url} (data in {supervisor.server.data_dir})"
             if supervisor.server
@@ -111,9 +120,8 @@ def up(
         click.echo(f"  workers: {n_normalize} normalize, {n_execute} execute")
         if settings.projector_dir:
             click.echo(f"  projector: keeps {kept}")
-        if metrics_port:
-            ports = f"{metrics_port}..{metrics_port + n_normalize + n_execute - 1}"
-            click.echo(f"  metrics: http://127.0.0.1:{ports}/metrics")
+        if metrics:
+            click.echo(f"  metrics: http://127.0.0.1:{metrics}/metrics (the whole pipeline)")
         click.echo(
             f"  submit: redis-cli -p {settings.port} XADD {settings.keys.patches} '*' doc hello "
             'base 0 ops \'[{"op":"insert","at":1,"lines":["hi"]}]\''

@@ -8,6 +8,10 @@ reconnect by themselves; after ``SERVER_ATTEMPTS`` failed restarts ``watch`` rai
 ``ServerError``. A stage whose worker exits ``GIVE_UP_AFTER`` times in a row within
 ``FAST_EXIT`` seconds of starting is failing at start, not crashing now and then:
 ``watch`` gives up and returns its exit status instead of restarting it forever.
+
+With ``metrics_port`` the workers write their metrics to a folder of this run and the
+supervisor serves their sum and the pipeline's state as one scrape target
+(``ops.metrics.PipelineMetrics``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import structlog
 
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
+from patchlog.ops.metrics import MULTIPROC_ENV, PipelineMetrics, WorkerState
 from patchlog.ops.worker import HEALTH, PROJECTOR, check_once
 from patchlog.streams.connection import ServerInfo, connect
 from patchlog.streams.errors import DataDirLocked, ServerError
@@ -68,6 +75,8 @@ class WorkerProcess:
         """Where the process's output goes (appended); ``None``: the supervisor's."""
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.exits = 0
+        """Times it exited since the supervisor started (``restarts`` is for backoff)."""
         self.fast_exits = 0
         """Exits in a row within ``FAST_EXIT`` seconds of starting."""
         self.started = 0.0
@@ -127,12 +136,21 @@ class Supervisor:
         normalize: int = 1,
         execute: int = 1,
         metrics_base: int = 0,
+        metrics_port: int = 0,
         worker_log: Path | None = None,
         url_source: str | None = None,
     ) -> None:
         """``url_source`` says where ``settings.redis_url`` came from (``--redis-url``,
-        ``PATCHLOG_REDIS_URL``, ``REDIS_URL``), for messages."""
+        ``PATCHLOG_REDIS_URL``, ``REDIS_URL``), for messages. ``metrics_port``: serve
+        the whole pipeline's metrics there; ``metrics_base``: each stage worker serves
+        its own, on consecutive ports from there (one or the other)."""
+        if metrics_base and metrics_port:
+            raise ValueError("metrics_base and metrics_port exclude each other")
         self.settings = settings
+        self.metrics_port = metrics_port
+        self.metrics: PipelineMetrics | None = None
+        self.metrics_dir: Path | None = None
+        self.server_restarts = 0
         self.url_source = url_source
         self.worker_log = worker_log
         self.info: ServerInfo | None = None
@@ -152,6 +170,8 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         env.update(settings_env(settings))
         env.pop(ENV_PREFIX + "METRICS_PORT", None)  # each worker gets its own, or none
+        env.pop(MULTIPROC_ENV, None)  # set by start when this supervisor serves the sum
+        self._env = env
         self.workers: list[WorkerProcess] = []
         port = metrics_base
         for stage, count in ((NORMALIZE, normalize), (EXECUTE, execute)):
@@ -184,11 +204,18 @@ class Supervisor:
 
         Raises ``DataDirLocked`` if another process uses the data folder, and
         ``ServerError`` naming the URL and its source if the server cannot be started,
-        reached or used; no worker is started then (and an embedded server is stopped).
+        reached or used, and ``MetricsPortBusy`` if ``metrics_port`` cannot be listened
+        on; no worker is started then (and an embedded server is stopped).
         """
-        if self.server is not None:
-            await self.server.start()
-            self._server_started = time.monotonic()
+        if self.metrics_port:
+            await self._serve_metrics()
+        try:
+            if self.server is not None:
+                await self.server.start()
+                self._server_started = time.monotonic()
+        except BaseException:
+            await self._close_metrics()
+            raise
         try:
             redis = connect(self.settings, self.url, name="patchlog-up")
             try:
@@ -202,9 +229,39 @@ class Supervisor:
         except BaseException:
             if self.server is not None:
                 await self.server.stop()
+            await self._close_metrics()
             raise
+        if self.metrics is not None:
+            self.metrics.connect(self.url)
         for worker in self.workers:
             await worker.start()
+
+    async def _serve_metrics(self) -> None:
+        """Listen on ``metrics_port`` (before anything starts: a port in use fails
+        ``up`` at once) and have the workers write their metrics to a fresh folder."""
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="patchlog-metrics-"))
+        self.metrics = PipelineMetrics(
+            self.settings,
+            self.metrics_dir,
+            workers=lambda: [WorkerState(w.stage, w.alive, w.exits) for w in self.workers],
+            server_restarts=lambda: self.server_restarts,
+        )
+        try:
+            await self.metrics.listen(self.metrics_port)
+        except BaseException:
+            await self._close_metrics()
+            raise
+        self._env[MULTIPROC_ENV] = str(self.metrics_dir)
+        log.info("serving metrics", port=self.metrics_port, folder=str(self.metrics_dir))
+
+    async def _close_metrics(self) -> None:
+        """Stop serving metrics and remove the workers' metric files."""
+        if self.metrics is not None:
+            await self.metrics.close()
+            self.metrics = None
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
 
     def stop(self) -> None:
         """Ask ``watch`` to return."""
@@ -232,6 +289,9 @@ class Supervisor:
                     continue
                 status = worker.process.returncode
                 assert status is not None  # not alive: it exited
+                worker.exits += 1
+                if self.metrics is not None:
+                    self.metrics.retire(worker.process.pid)  # its counts stay in the sum
                 ran = time.monotonic() - worker.started
                 if ran > 60:
                     worker.restarts = 0
@@ -295,6 +355,7 @@ class Supervisor:
                 log.warning("the embedded server did not restart", error=last)
                 continue
             self._server_started = time.monotonic()
+            self.server_restarts += 1
             log.info("the embedded server is back", url=server.url)
             return
 
@@ -310,3 +371,4 @@ class Supervisor:
                 await worker.wait(5)
         if self.server is not None:
             await self.server.stop()
+        await self._close_metrics()

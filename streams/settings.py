@@ -108,7 +108,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_cap: int = 100_000
 
     metrics_port: int = 0
-    """Port of a worker's /metrics endpoint; 0 for none."""
+    """Port of /metrics: for ``up``, the whole pipeline's; for a worker run alone, its own;
+    0 for none."""
     limits: Limits = msgspec.field(default_factory=Limits)
 
     @property

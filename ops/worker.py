@@ -283,14 +283,19 @@ async def run_health(
     """Run the health prober (``ops.health``) until SIGTERM or SIGINT, serving
     ``/healthz`` and ``/readyz`` on ``health_port`` when set; returns the exit status.
 
-    Raises ``ServerError`` naming the URL if the server cannot be used at start; after
-    that, an unreachable server is what it reports, never a reason to stop.
+    Raises ``ServerError`` naming the URL if the server refuses patchlog at start; an
+    unreachable server is what it reports (``failing``), never a reason to stop.
     """
     stop = _stop_on_signals()
     redis = connect(settings, url, name=f"patchlog-{HEALTH}")
     try:
-        await check_once(redis, url, source, persistence=warn)
         structlog.contextvars.bind_contextvars(stage=HEALTH)
+        try:
+            await check_once(redis, url, source, persistence=warn)
+        except ServerRefused:
+            raise
+        except ServerError as err:  # unreachable: that is what the prober reports
+            log.warning("server unreachable at start; probing anyway", error=str(err))
         log.info("probing", every=settings.health_interval, port=settings.health_port or None)
         await run_prober(redis, settings, stop, port=settings.health_port)
         return 0

@@ -73,6 +73,7 @@ class Prober:
             "server": self.probe_server,
             "persistence": self.probe_persistence,
             "dead": self.probe_dead,
+            "projectors": self.probe_projectors,
             **{f"group:{g}": self.probe_group(g, stream) for g, stream in GROUPS},
         }
         timeout = self.settings.health_probe_timeout
@@ -165,6 +166,28 @@ class Prober:
                 f"({size} in all; see patchlog dead list)",
             )
         return {"length": size, "new": grew, "verdict": verdict}
+
+    async def probe_projectors(self) -> dict[str, Any]:
+        """How far behind the newest revision each projector's folder is, in seconds of
+        commit time; a projector more than ``health_window`` behind is degraded."""
+        newest: Any = await self.redis.xrevrange(self.keys.revisions, count=1)
+        head_ms = int(newest[0][0].split(b"-")[0]) if newest else 0
+        prefix = self.keys.projector("")
+        behind: dict[str, float] = {}
+        async for key in self.redis.scan_iter(self.keys.projector("*"), 1000):
+            name = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :]
+            position: Any = await self.redis.hget(key, "id")
+            done_ms = int(position.split(b"-")[0]) if position else 0
+            behind[name] = max(0.0, (head_ms - done_ms) / 1000)
+        late = {n: b for n, b in behind.items() if b > self.settings.health_window}
+        verdict = (HealthStatus.OK, f"projectors: {len(behind)}")
+        if late:
+            verdict = (
+                HealthStatus.DEGRADED,
+                "projectors behind: "
+                + ", ".join(f"{n} {b:.0f} s" for n, b in sorted(late.items())),
+            )
+        return {"behind_s": behind, "verdict": verdict}
 
     def probe_group(self, group: str, stream_attr: str) -> Probe:
         async def probe() -> dict[str, Any]:

@@ -115,3 +115,17 @@ async def test_a_paused_server_is_failing_within_the_probe_timeout(tmp_path: Pat
             stop.set()
             await asyncio.wait_for(task, 10)
             await redis.aclose()
+
+
+async def test_a_projector_far_behind_the_log_is_degraded(redis: Redis, settings: Settings) -> None:
+    """A projector whose position is more than the window behind the newest revision
+    makes the round degraded, naming it; one at the newest revision does not."""
+    settings = msgspec.structs.replace(settings, health_window=60.0)
+    now_ms = int(time.time() * 1000)
+    await redis.xadd(settings.keys.revisions, {"doc": "d"}, id=f"{now_ms}-0")
+    await redis.hset(settings.keys.projector("host:/srv/docs"), "id", f"{now_ms - 120_000}-0")
+    await redis.hset(settings.keys.projector("host:/srv/live"), "id", f"{now_ms}-0")
+    result = await Prober(redis, settings).round()
+    assert result.status is HealthStatus.DEGRADED
+    assert result.checks["reasons"] == ["projectors behind: host:/srv/docs 120 s"]
+    assert result.checks["projectors"]["behind_s"]["host:/srv/live"] == 0

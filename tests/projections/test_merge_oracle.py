@@ -111,7 +111,10 @@ def _reference_merge(
     base: list[str], first: Sequence[Splice], second: Sequence[Splice]
 ) -> list[str]:
     """Both patches' ops applied at once; at one insert position ``first``'s lines come
-    before ``second``'s, and an op both make is made once."""
+    before ``second``'s, and a change both make is made once: an op both make, or a run
+    of touching ops of ``second`` that makes what a run of ``first``'s makes."""
+    made = {_joined(run) for run in _runs(first)}
+    second = [s for run in _runs(second) if _joined(run) not in made for s in run]
     inserts: dict[int, list[str]] = {}
     ranges: set[Splice] = set()
     seen: set[Splice] = set()
@@ -125,6 +128,21 @@ def _reference_merge(
             ranges.add(s)
     merged = [*ranges, *(Splice(at, at, tuple(lines)) for at, lines in inserts.items())]
     return apply(base, _desc(merged))
+
+
+def _runs(splices: Sequence[Splice]) -> list[list[Splice]]:
+    """Maximal runs of touching splices (one's end is the next one's start), ascending."""
+    out: list[list[Splice]] = []
+    for s in sorted(splices, key=lambda x: (x.start, x.end)):
+        if out and out[-1][-1].end == s.start:
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out
+
+
+def _joined(run: list[Splice]) -> Splice:
+    return Splice(run[0].start, run[-1].end, tuple(x for s in run for x in s.lines))
 
 
 def _touching(a: Sequence[Splice], b: Sequence[Splice]) -> list[tuple[Splice, Splice]]:

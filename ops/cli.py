@@ -103,6 +103,7 @@ def up(
             execute=n_execute,
             metrics_port=metrics,
             url_source=source,
+            progress=sys.stderr.isatty(),
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -31,9 +31,10 @@ import structlog
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
 from patchlog.ops.metrics import MULTIPROC_ENV, PipelineMetrics, WorkerState
+from patchlog.ops.pulse import Pulse, PulseSample, pulse_text
 from patchlog.ops.worker import HEALTH, PROJECTOR, check_once
 from patchlog.streams.connection import ServerInfo, connect
-from patchlog.streams.errors import DataDirLocked, ServerError
+from patchlog.streams.errors import DataDirLocked, PatchlogError, ServerError
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import EmbeddedServer, die_with_parent
 from patchlog.streams.settings import Settings
@@ -48,6 +49,9 @@ GIVE_UP_AFTER = 3
 """Failures at start in a row after which a stage is given up."""
 SERVER_ATTEMPTS = 5
 """Restarts of the embedded server tried (with backoff) before ``up`` gives up."""
+PROGRESS_EVERY = 10.0
+"""Seconds between two progress lines of ``up`` on a terminal."""
+
 _SERVER_STEADY = 60.0  # seconds up after which an embedded server's exits count afresh
 
 
@@ -139,13 +143,19 @@ class Supervisor:
         metrics_port: int = 0,
         worker_log: Path | None = None,
         url_source: str | None = None,
+        progress: bool = False,
     ) -> None:
         """``url_source`` says where ``settings.redis_url`` came from (``--redis-url``,
         ``PATCHLOG_REDIS_URL``, ``REDIS_URL``), for messages. ``metrics_port``: serve
         the whole pipeline's metrics there; ``metrics_base``: each stage worker serves
-        its own, on consecutive ports from there (one or the other)."""
+        its own, on consecutive ports from there (one or the other). ``progress``: print
+        a progress line every ``PROGRESS_EVERY`` seconds (for a terminal)."""
         if metrics_base and metrics_port:
             raise ValueError("metrics_base and metrics_port exclude each other")
+        self.progress = progress
+        self._pulse: Pulse | None = None
+        self._last_pulse: PulseSample | None = None
+        self._next_progress = 0.0
         self.settings = settings
         self.metrics_port = metrics_port
         self.metrics: PipelineMetrics | None = None
@@ -170,6 +180,11 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         env.update(settings_env(settings))
         env.pop(ENV_PREFIX + "METRICS_PORT", None)  # each worker gets its own, or none
+        # The log level is not a setting (ops.logs reads it), so it is passed on as given;
+        # on a terminal the progress line says how it goes and workers what is wrong.
+        level = os.environ.get(ENV_PREFIX + "LOG_LEVEL") or ("warning" if progress else None)
+        if level:
+            env[ENV_PREFIX + "LOG_LEVEL"] = level
         env.pop(MULTIPROC_ENV, None)  # set by start when this supervisor serves the sum
         self._env = env
         self.workers: list[WorkerProcess] = []
@@ -281,6 +296,7 @@ class Supervisor:
         embedded server cannot be restarted in ``SERVER_ATTEMPTS`` tries.
         """
         while not await self._pause(0.5):
+            await self._progress_line()
             process = self.server.process if self.server is not None else None
             if process is not None and process.returncode is not None:
                 await self._restart_server(process.returncode)
@@ -316,6 +332,23 @@ class Supervisor:
                     break
                 await worker.start()
         return 0
+
+    async def _progress_line(self) -> None:
+        """Every ``PROGRESS_EVERY`` seconds with ``progress`` on, one line on stderr:
+        committed/s, backlog, rejections by code (``ops.pulse``); never fails ``up``."""
+        if not self.progress or time.monotonic() < self._next_progress:
+            return
+        self._next_progress = time.monotonic() + PROGRESS_EVERY
+        try:
+            if self._pulse is None:
+                redis = connect(self.settings, self.url, name="patchlog-up-progress")
+                self._pulse = Pulse(redis, self.settings.keys)
+            sample = await asyncio.wait_for(self._pulse.sample(time.monotonic()), 5)
+        except (TimeoutError, PatchlogError):
+            return  # the server is away; the workers and the prober say so
+        if self._last_pulse is not None:
+            print(pulse_text(self._last_pulse, sample), file=sys.stderr, flush=True)
+        self._last_pulse = sample
 
     async def _restart_server(self, status: int) -> None:
         """Start the embedded server again from its AOF, with backoff; the workers
@@ -361,6 +394,10 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """SIGTERM the workers, wait for them (bounded), then stop the server."""
+        if self._pulse is not None:
+            with contextlib.suppress(Exception):
+                await self._pulse.redis.aclose()
+            self._pulse = None
         for worker in self.workers:
             worker.signal(signal.SIGTERM)
         grace = self.settings.shutdown_grace + 2

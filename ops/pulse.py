@@ -45,7 +45,8 @@ def pulse_text(previous: PulseSample, current: PulseSample) -> str:
     seconds = max(current.at - previous.at, 1e-9)
     rate = max(0, current.committed - previous.committed) / seconds
     backlog = " ".join(f"{name} {n:,}" for name, n in current.backlog.items())
-    text = f"patchlog: {rate:,.0f} committed/s, backlog {backlog}"
+    shown = f"{rate:,.1f}" if rate < 10 else f"{rate:,.0f}"  # a trickle is not 0
+    text = f"patchlog: {shown} committed/s, backlog {backlog}"
     if current.rejected:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(current.rejected.items()))
         text += f"; rejected {codes}" + (" (of the first outcomes only)" if current.capped else "")

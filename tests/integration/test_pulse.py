@@ -47,4 +47,4 @@ async def test_samples_count_commits_backlog_and_new_rejections(
     assert second.committed - first.committed == 5
     assert second.backlog == {"normalize": 3, "execute": 0}
     assert second.rejected == {"bounds": 1}
-    assert pulse_text(first, second).startswith("patchlog: 5 committed/s, backlog normalize 3")
+    assert pulse_text(first, second).startswith("patchlog: 5.0 committed/s, backlog normalize 3")

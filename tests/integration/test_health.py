@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,14 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from patchlog.ops.config import settings_env
 from patchlog.ops.health import Prober, exit_code, latest, run_prober
+from patchlog.streams.client import Client
 from patchlog.streams.connection import connect
 from patchlog.streams.schema import HealthStatus
+from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import dedicated_server, free_port
+from tests.integration.helpers import dedicated_server, drain, free_port
 
 
 async def test_execute_group_judged_slow_stalled_unattended_and_ok(
@@ -129,3 +133,54 @@ async def test_a_projector_far_behind_the_log_is_degraded(redis: Redis, settings
     assert result.status is HealthStatus.DEGRADED
     assert result.checks["reasons"] == ["projectors behind: host:/srv/docs 120 s"]
     assert result.checks["projectors"]["behind_s"]["host:/srv/live"] == 0
+
+
+async def test_a_real_execute_worker_stopped_then_continued(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """An execute worker process under SIGSTOP with a backlog: failing (nothing
+    processed over the window), then, once its lease runs out, failing for no live
+    consumer; after SIGCONT it drains the backlog and the group is ok again."""
+    settings = msgspec.structs.replace(settings, health_window=0.5, lease_ms=6000)
+    client = Client(redis, settings.keys)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_")}
+    env.update(settings_env(settings))
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchlog", "worker", "execute", "--name", "exec-1",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    prober = Prober(redis, settings)
+
+    async def execute_reason() -> str:
+        result = await prober.round()
+        return next((r for r in result.checks["reasons"] if r.startswith("execute")), "ok")
+
+    async def until(want: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        seen = ""
+        while time.monotonic() < deadline:
+            seen = await execute_reason()
+            if want in seen:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"execute never judged {want!r} within {within} s: {seen}")
+
+    try:
+        lease = settings.keys.lease("execute", "exec-1")
+        deadline = time.monotonic() + 30
+        while not await redis.exists(lease):  # started and holding its lease
+            assert time.monotonic() < deadline, "the worker never took its lease"
+            await asyncio.sleep(0.1)
+        os.kill(worker.pid, signal.SIGSTOP)
+        for n in range(100):
+            await client.submit(f"d{n % 5}", 0, ops=[{"op": "insert", "at": 1, "lines": [str(n)]}])
+        await drain(redis, settings, scripts, execute=0)  # normalize only: execute's backlog
+        await until("stalled", 10)
+        await until("no live consumer", 10)
+        os.kill(worker.pid, signal.SIGCONT)
+        await until("ok", 30)
+        assert await redis.xlen(settings.keys.revisions) > 0
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        worker.terminate()
+        await asyncio.wait_for(worker.wait(), 30)

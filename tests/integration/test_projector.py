@@ -114,6 +114,18 @@ async def live_documents(redis: Redis, settings: Settings) -> dict[str, bytes]:
     return out
 
 
+async def catch_up_in_process(redis: Redis, settings: Settings, folder: Path) -> Projector:
+    """A projector in this process, run until it has caught up (``burst``); returned for
+    what it counted."""
+    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
+    await projector.open()
+    try:
+        await projector.run(asyncio.Event(), burst=True)
+    finally:
+        projector.close()
+    return projector
+
+
 def folder_documents(folder: Path) -> dict[str, bytes]:
     """Every document file in ``folder`` by its document name (patchlog's own dotted
     files left out)."""
@@ -328,21 +340,11 @@ async def test_files_ahead_of_the_checkpoint_are_trusted_only_by_hash(
     projector takes each document from its file only when the file hashes to the
     revision before the next one, else from the log, and ends equal."""
     await pipeline_load(redis, settings, scripts, patches=400, docs=10, seed=5)
-    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
-    await projector.open()
-    try:
-        await projector.run(asyncio.Event(), burst=True)
-    finally:
-        projector.close()
+    await catch_up_in_process(redis, settings, folder)
     old = (folder / CHECKPOINT_FILE).read_bytes()
 
     await pipeline_load(redis, settings, scripts, patches=400, docs=10, seed=6)
-    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
-    await projector.open()
-    try:
-        await projector.run(asyncio.Event(), burst=True)
-    finally:
-        projector.close()
+    await catch_up_in_process(redis, settings, folder)
     await assert_equal(redis, settings, folder)
 
     (folder / CHECKPOINT_FILE).write_bytes(old)  # the files are ahead of it now
@@ -350,23 +352,13 @@ async def test_files_ahead_of_the_checkpoint_are_trusted_only_by_hash(
     touched = sorted({decode_event(Revision, fields).doc for _, fields in later})
     (folder / path_of(touched[0])).write_bytes(b"damaged\n")
     (folder / path_of(touched[1])).unlink()
-    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
-    await projector.open()
-    try:
-        await projector.run(asyncio.Event(), burst=True)
-    finally:
-        projector.close()
+    projector = await catch_up_in_process(redis, settings, folder)
     assert projector.applied == len(later)
     await assert_equal(redis, settings, folder)
 
     # A file deleted by hand, no revision to come: written again when it resumes.
     (folder / path_of(NAMED[1])).unlink()
-    projector = Projector(redis, settings.keys, folder, "t", block_ms=100)
-    await projector.open()
-    try:
-        await projector.run(asyncio.Event(), burst=True)
-    finally:
-        projector.close()
+    projector = await catch_up_in_process(redis, settings, folder)
     assert projector.applied == 0
     await assert_equal(redis, settings, folder)
 

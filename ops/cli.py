@@ -65,7 +65,7 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--metrics-port", type=int, default=None,
     help="Serve every worker's metrics and the streams' state on this one port, as "
-    "127.0.0.1:PORT/metrics (default PATCHLOG_METRICS_PORT; 0: none).",
+    "PATCHLOG_HTTP_HOST:PORT/metrics (default PATCHLOG_METRICS_PORT; 0: none).",
 )  # fmt: skip
 @click.option(
     "--dir", "folder", type=click.Path(file_okay=False),
@@ -122,7 +122,9 @@ def up(
         if settings.projector_dir:
             click.echo(f"  projector: keeps {kept}")
         if metrics:
-            click.echo(f"  metrics: http://127.0.0.1:{metrics}/metrics (the whole pipeline)")
+            click.echo(
+                f"  metrics: http://{settings.http_host}:{metrics}/metrics (the whole pipeline)"
+            )
         click.echo(
             f"  submit: redis-cli -p {settings.port} XADD {settings.keys.patches} '*' doc hello "
             'base 0 ops \'[{"op":"insert","at":1,"lines":["hi"]}]\''

@@ -284,8 +284,10 @@ def http_answer(
     return 404, "not found\n"
 
 
-async def serve_http(port: int, answer: Callable[[str], tuple[int, str]]) -> asyncio.Server:
-    """A minimal HTTP/1.0 server on 127.0.0.1:``port`` for liveness and readiness probes
+async def serve_http(
+    port: int, answer: Callable[[str], tuple[int, str]], host: str = "127.0.0.1"
+) -> asyncio.Server:
+    """A minimal HTTP/1.0 server on ``host:port`` for liveness and readiness probes
     (each request read within 5 s; one answer, then the connection closes)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -312,14 +314,15 @@ async def serve_http(port: int, answer: Callable[[str], tuple[int, str]]) -> asy
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, "127.0.0.1", port)
+    return await asyncio.start_server(handle, host, port)
 
 
 async def run_prober(
     redis: Redis, settings: Settings, stop: asyncio.Event, *, port: int = 0, rounds: int = 0
 ) -> None:
     """Probe every ``health_interval`` seconds until ``stop`` is set (or ``rounds``
-    rounds, when not 0), serving ``/healthz`` and ``/readyz`` on ``port`` when not 0."""
+    rounds, when not 0), serving ``/healthz`` and ``/readyz`` on ``http_host:port``
+    when ``port`` is not 0."""
     prober = Prober(redis, settings)
     with contextlib.suppress(TimeoutError, PatchlogError):  # else judged as samples arrive
         await asyncio.wait_for(prober.seed(), settings.health_probe_timeout)
@@ -330,7 +333,7 @@ async def run_prober(
             path, last[-1] if last else None, int(time.time() * 1000), settings.health_interval
         )
 
-    server = await serve_http(port, answer) if port else None
+    server = await serve_http(port, answer, settings.http_host) if port else None
     done = 0
     try:
         while not stop.is_set():

@@ -180,11 +180,10 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         env.update(settings_env(settings))
         env.pop(ENV_PREFIX + "METRICS_PORT", None)  # each worker gets its own, or none
-        # The log level is not a setting (ops.logs reads it), so it is passed on as given;
-        # on a terminal the progress line says how it goes and workers what is wrong.
-        level = os.environ.get(ENV_PREFIX + "LOG_LEVEL") or ("warning" if progress else None)
-        if level:
-            env[ENV_PREFIX + "LOG_LEVEL"] = level
+        # On a terminal the progress line says how it goes and the workers only what is
+        # wrong, unless a level was asked for.
+        if progress and ENV_PREFIX + "LOG_LEVEL" not in os.environ:
+            env[ENV_PREFIX + "LOG_LEVEL"] = "warning"
         env.pop(MULTIPROC_ENV, None)  # set by start when this supervisor serves the sum
         self._env = env
         self.workers: list[WorkerProcess] = []
@@ -262,7 +261,7 @@ class Supervisor:
             server_restarts=lambda: self.server_restarts,
         )
         try:
-            await self.metrics.listen(self.metrics_port)
+            await self.metrics.listen(self.metrics_port, self.settings.http_host)
         except BaseException:
             await self._close_metrics()
             raise

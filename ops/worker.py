@@ -164,7 +164,7 @@ async def run_worker(
         )
         if settings.metrics_port:
             try:
-                serve_metrics(settings.metrics_port)
+                serve_metrics(settings.metrics_port, settings.http_host)
             except OSError as err:  # the pipeline matters more than its metrics
                 log.exception("cannot serve metrics", port=settings.metrics_port, error=str(err))
         structlog.contextvars.bind_contextvars(stage=stage_name, consumer=consumer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
 
@@ -104,12 +105,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     health_cap: int = 10_000
     """Results kept in ``patchlog:health`` (approximately)."""
     health_port: int = 0
-    """Port of the prober's ``/healthz`` and ``/readyz`` on 127.0.0.1 (0: none)."""
+    """Port of the prober's ``/healthz`` and ``/readyz`` on ``http_host`` (0: none)."""
     dead_cap: int = 100_000
 
     metrics_port: int = 0
-    """Port of /metrics: for ``up``, the whole pipeline's; for a worker run alone, its own;
-    0 for none."""
+    """Port of /metrics on ``http_host``: for ``up``, the whole pipeline's; for a worker
+    run alone, its own; 0 for none."""
+    http_host: str = "127.0.0.1"
+    """Address ``/metrics``, ``/healthz`` and ``/readyz`` listen on: loopback by default,
+    ``0.0.0.0`` where a scraper or a kubelet probes from outside (a pod's IP)."""
+    log_level: Annotated[str, msgspec.Meta(pattern="(?i)^(debug|info|warning|error)$")] = "info"
+    """Lowest level logged: debug (a line per committed patch), info (a line per batch),
+    warning or error."""
     limits: Limits = msgspec.field(default_factory=Limits)
 
     @property

@@ -79,6 +79,12 @@ async def test_unreachable_server_and_bad_settings_have_their_statuses() -> None
     assert status == Exit.USAGE
     assert "PATCHLOG_BATCH" in err
     assert "Traceback" not in err
+    status, _, err = await patchlog(
+        "worker", "normalize", "--name", "n1", env={"PATCHLOG_LOG_LEVEL": "loud"}
+    )
+    assert status == Exit.USAGE
+    assert "PATCHLOG_LOG_LEVEL" in err
+    assert "debug|info|warning|error" in err
 
 
 def test_settings_reach_workers_whole() -> None:

@@ -184,3 +184,35 @@ async def test_a_real_execute_worker_stopped_then_continued(
         os.kill(worker.pid, signal.SIGCONT)
         worker.terminate()
         await asyncio.wait_for(worker.wait(), 30)
+
+
+async def test_probes_listen_on_the_configured_address(redis: Redis, settings: Settings) -> None:
+    """PATCHLOG_HTTP_HOST moves /healthz and /readyz off loopback's 127.0.0.1: they answer
+    on the address given and nowhere else."""
+    settings = msgspec.structs.replace(settings, http_host="127.0.0.2", health_interval=0.2)
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_prober(redis, settings, stop, port=port))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.2", port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nothing listens on 127.0.0.2"
+                await asyncio.sleep(0.05)
+        writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+        status = int((await asyncio.wait_for(reader.readline(), 5)).split()[1])
+        writer.close()
+        assert status in (200, 503)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            pass
+        else:
+            writer.close()
+            raise AssertionError("the probes also answer on 127.0.0.1")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -217,7 +217,7 @@ class Prober:
             window.append(sample)
             while window and window[0].at < sample.at - self.settings.health_window:
                 window.popleft()
-            verdict = judge_group(group, list(window))
+            verdict = judge_group(group, list(window), self.settings.health_window / 2)
             return {
                 "stream": stream,
                 "length": length,

@@ -7,15 +7,20 @@ the prober's own recent samples:
 - the backlog was zero at some point in the window: ``ok`` (it keeps up);
 - a backlog and no live consumer: ``failing`` (nobody will work it off);
 - a backlog and nothing acknowledged over the window: ``failing`` (stopped or stalled);
-- entries acknowledged but the backlog not smaller at the end than at the start:
-  ``degraded`` (slower than what arrives);
+- entries acknowledged but the backlog larger at every sample than at the one before:
+  ``degraded`` (slower than what arrives; Burrow's "lag increasing in every interval":
+  a steady backlog of entries in flight, or one that rises and falls, keeps up);
 - otherwise ``ok`` (catching up).
 
-With fewer than two samples only the first two rules can be applied.
+With fewer than two samples, or samples spanning less than ``min_span`` seconds, only
+the first two rules are applied: movement over a moment says nothing (a burst that
+arrived between two close samples is not a slow consumer), so, like Burrow, the
+window has to fill first.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import msgspec
@@ -55,8 +60,9 @@ class Verdict(msgspec.Struct, frozen=True):
     reason: str
 
 
-def judge_group(name: str, window: Sequence[GroupSample]) -> Verdict:
-    """The verdict on group ``name`` from its samples, oldest first (see the module).
+def judge_group(name: str, window: Sequence[GroupSample], min_span: float = 0.0) -> Verdict:
+    """The verdict on group ``name`` from its samples, oldest first (see the module);
+    the movement rules need samples spanning ``min_span`` seconds at least.
 
     Raises ``ValueError`` for an empty window.
     """
@@ -71,7 +77,7 @@ def judge_group(name: str, window: Sequence[GroupSample]) -> Verdict:
             HealthStatus.FAILING,
             f"{name}: backlog {last.backlog} and no live consumer",
         )
-    if len(window) < 2 or first.acked < 0 or last.acked < 0:
+    if len(window) < 2 or span < min_span or first.acked < 0 or last.acked < 0:
         return Verdict(HealthStatus.OK, f"{name}: backlog {last.backlog}, not enough samples")
     done = last.acked - first.acked
     if done <= 0:
@@ -79,7 +85,7 @@ def judge_group(name: str, window: Sequence[GroupSample]) -> Verdict:
             HealthStatus.FAILING,
             f"{name}: backlog {last.backlog} and nothing processed in {span:.0f} s (stalled)",
         )
-    if last.backlog >= first.backlog:
+    if all(b.backlog > a.backlog for a, b in itertools.pairwise(window)):
         return Verdict(
             HealthStatus.DEGRADED,
             f"{name}: backlog {first.backlog} -> {last.backlog} in {span:.0f} s while "

@@ -46,6 +46,7 @@ async def test_execute_group_judged_slow_stalled_unattended_and_ok(
     await judged()
     read: list[bytes] = []
     for _ in range(2):  # slower than arrivals: 10 acknowledged, 30 arrive
+        await asyncio.sleep(0.15)  # the window fills (half of it at least) first
         got: Any = await redis.xreadgroup("execute", "e1", {stream: ">"}, count=10)
         batch = [eid for eid, _ in got[0][1]]
         await redis.xack(stream, "execute", *batch)
@@ -56,7 +57,7 @@ async def test_execute_group_judged_slow_stalled_unattended_and_ok(
     assert "slower than arrivals" in reason
     await asyncio.sleep(0.6)  # a window in which nothing is acknowledged
     await judged()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     status, reason = await judged()
     assert (status, "stalled" in reason) == (HealthStatus.FAILING, True), reason
     await redis.delete(settings.keys.lease("execute", "e1"))
@@ -216,3 +217,107 @@ async def test_probes_listen_on_the_configured_address(redis: Redis, settings: S
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_real_execute_worker_slowed_under_load_is_degraded_then_ok(
+    redis: Redis, settings: Settings
+) -> None:
+    """Real normalize and execute worker processes under a steady load that they keep
+    up with (ok); then the execute worker slowed down (stopped nine tenths of the time,
+    as a CPU limiter would): it still acknowledges entries but its backlog grows, so
+    health is degraded (slower than arrivals), not failing; once the limiter and the
+    load stop, the backlog drains and health is ok again."""
+    settings = msgspec.structs.replace(
+        settings, health_window=1.5, health_interval=0.2, lease_ms=6000
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_")}
+    env.update(settings_env(settings))
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "patchlog",
+            "worker",
+            stage,
+            "--name",
+            f"{stage}-1",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for stage in ("normalize", "execute")
+    ]
+    execute = workers[1]
+    prober = Prober(redis, settings)
+    slowing = asyncio.Event()
+    loading = asyncio.Event()
+
+    async def limiter() -> None:
+        while slowing.is_set():
+            os.kill(execute.pid, signal.SIGSTOP)
+            await asyncio.sleep(0.045)
+            os.kill(execute.pid, signal.SIGCONT)
+            await asyncio.sleep(0.005)
+
+    submitted = [0]
+
+    async def load() -> None:
+        while loading.is_set():
+            async with redis.pipeline(transaction=False) as pipe:
+                for _ in range(50):  # about 500/s: a small share of what execute can do
+                    n = submitted[0]
+                    ops = [{"op": "insert", "at": 1, "lines": [str(n)]}]
+                    fields = {"doc": f"d{n % 20}", "base": 0, "ops": msgspec.json.encode(ops)}
+                    pipe.xadd(settings.keys.patches, fields)  # type: ignore[arg-type]
+                    submitted[0] += 1
+                await pipe.execute()
+            await asyncio.sleep(0.1)
+
+    async def judged(want: HealthStatus, within: float) -> str:
+        deadline = time.monotonic() + within
+        seen = ""
+        while time.monotonic() < deadline:
+            result = await prober.round()
+            seen = " ".join(r for r in result.checks["reasons"] if r.startswith("execute"))
+            if result.status is want:
+                return seen
+            await asyncio.sleep(settings.health_interval)
+        raise AssertionError(f"never {want.value} within {within} s: {seen}")
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        deadline = time.monotonic() + 30
+        for stage in ("normalize", "execute"):  # both started and holding their leases
+            while not await redis.exists(settings.keys.lease(stage, f"{stage}-1")):
+                assert time.monotonic() < deadline, f"the {stage} worker never took its lease"
+                await asyncio.sleep(0.1)
+        loading.set()
+        tasks = [asyncio.create_task(load())]
+        for _ in range(15):  # unslowed, the worker keeps up with the load
+            result = await prober.round()
+            assert result.status is HealthStatus.OK, result.checks["reasons"]
+            await asyncio.sleep(settings.health_interval)
+        slowing.set()
+        before = await redis.xlen(settings.keys.revisions)
+        tasks.append(asyncio.create_task(limiter()))
+        reason = await judged(HealthStatus.DEGRADED, 20)
+        assert "slower than arrivals" in reason, reason
+        assert await redis.xlen(settings.keys.revisions) > before  # slowed, not stopped
+        slowing.clear()
+        loading.clear()
+        await asyncio.gather(*tasks)
+        os.kill(execute.pid, signal.SIGCONT)
+        await judged(HealthStatus.OK, 60)
+        deadline = time.monotonic() + 30
+        while await redis.xlen(settings.keys.revisions) < submitted[0]:  # all worked off
+            assert time.monotonic() < deadline, "the backlog was not worked off"
+            await asyncio.sleep(0.1)
+    finally:
+        slowing.clear()
+        loading.clear()
+        for task in tasks:
+            task.cancel()
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGCONT)
+            worker.terminate()
+            await asyncio.wait_for(worker.wait(), 30)

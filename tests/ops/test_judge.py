@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,6 +34,18 @@ def test_each_rule() -> None:
     assert slow.reason.startswith("g: backlog 164 -> 324 in 10 s while processing 800")
     assert judge_group("g", window((300, 64, 0), (100, 64, 400))).status is OK
     assert judge_group("g", window((300, 64, 0))).status is OK  # one sample: no judgement
+    # A window that has not filled yet: no judgement by movement either.
+    assert judge_group("g", window((100, 64, 500), (150, 64, 500)), min_span=6).status is OK
+    assert judge_group("g", window((100, 64, 500), (150, 64, 500)), min_span=5).status is FAILING
+
+
+def test_a_steady_backlog_in_flight_keeps_up() -> None:
+    """Entries always in flight (a backlog that stays, or rises and falls) while
+    entries are processed is ok: only a backlog growing at every sample is slow."""
+    assert judge_group("g", window((49, 0, 0), (49, 0, 700), (49, 0, 1400))).status is OK
+    assert judge_group("g", window((40, 9, 0), (90, 9, 500), (60, 9, 1000))).status is OK
+    grows = window((40, 9, 0), (90, 9, 500), (120, 9, 1000))
+    assert judge_group("g", grows).status is DEGRADED
 
 
 def test_a_high_but_shrinking_backlog_is_not_a_problem() -> None:
@@ -49,7 +63,7 @@ def test_a_high_but_shrinking_backlog_is_not_a_problem() -> None:
 )
 def test_progress_and_backlog_decide(rows: list[tuple[int, int, int]]) -> None:
     """Whatever the samples: zero backlog anywhere is ok; otherwise no progress is
-    failing, and progress with a backlog not smaller is degraded."""
+    failing, and progress with a backlog growing at every sample is degraded."""
     samples = window(*rows)
     verdict = judge_group("g", samples)
     backlogs = [lag + pending for lag, pending, _ in rows]
@@ -57,7 +71,7 @@ def test_progress_and_backlog_decide(rows: list[tuple[int, int, int]]) -> None:
         assert verdict.status is OK
     elif rows[-1][2] == rows[0][2]:
         assert verdict.status is FAILING
-    elif backlogs[-1] >= backlogs[0]:
+    elif all(b > a for a, b in itertools.pairwise(backlogs)):
         assert verdict.status is DEGRADED
     else:
         assert verdict.status is OK

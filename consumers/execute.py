@@ -33,6 +33,7 @@ from patchlog.projections.rebase import Later
 from patchlog.streams.codec import SERVER_STAMPED, event_fields, id_reuse, with_entry
 from patchlog.streams.content import EMPTY_HASH, content_hash
 from patchlog.streams.errors import CorruptEntry, Rejected, RetryLater
+from patchlog.streams.failpoints import failpoint
 from patchlog.streams.keys import EXECUTE
 from patchlog.streams.log import read_strict, revisions_of, write_checkpoints, write_snapshot
 from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision
@@ -496,7 +497,9 @@ class ExecuteStage:
             _MSGPACK.encode(batch),
             int(self.settings.outcome_ttl * 1000),
         ]
+        failpoint("execute.before_commit")
         reply: Any = await self.scripts.commit(keys=keys, args=args)
+        failpoint("execute.after_commit")
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for d, (status, rev) in zip(decisions, out, strict=True):
             self._log_decided(d, status, rev)

@@ -25,6 +25,7 @@ from patchlog.streams.codec import (
     with_entry,
 )
 from patchlog.streams.errors import Rejected
+from patchlog.streams.failpoints import failpoint
 from patchlog.streams.keys import NORMALIZE
 from patchlog.streams.scripts import ForwardRow, Scripts
 from patchlog.streams.settings import Settings
@@ -140,7 +141,9 @@ class NormalizeStage:
             _MSGPACK.encode(batch),
             *payloads,
         ]
+        failpoint("normalize.before_forward")
         results: Any = await self.scripts.forward(keys=keys, args=args)
+        failpoint("normalize.after_forward")
         self.metrics.flush(time.time_ns() // 1_000_000, results)
         _log_decided(told, results, time.perf_counter() - started)
 

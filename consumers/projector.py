@@ -58,6 +58,7 @@ from patchlog.projections.paths import path_of
 from patchlog.streams.codec import decode_event
 from patchlog.streams.content import EMPTY_HASH, content_bytes, content_hash, split_lines
 from patchlog.streams.errors import PatchlogError, VerifyFailed, is_transient
+from patchlog.streams.failpoints import failpoint
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import Revision
 
@@ -265,6 +266,7 @@ class Folder:
             dirs = {folder for folders in changed for folder in folders}
             if self.durable:
                 _all(self._pool.submit(_fsync_dir, folder) for folder in dirs)
+            failpoint("projector.after_write")
             if checkpoint is not None:
                 data = _CHECKPOINT_ENCODER.encode(checkpoint)
                 self._write_one((CHECKPOINT_FILE, data))

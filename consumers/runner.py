@@ -33,6 +33,7 @@ from patchlog.consumers.metrics import (
 )
 from patchlog.streams.codec import SERVER_STAMPED, event_fields, with_entry
 from patchlog.streams.errors import CommandFailed, GroupMissing, ServerError, is_transient
+from patchlog.streams.failpoints import broken, failpoint
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import DeadLetter, Outcome, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -325,6 +326,9 @@ class Runner:
         again without counting a failure; any other error is narrowed down to the
         entry that causes it, which is retried with backoff and, after
         ``max_deliveries``, dead-lettered."""
+        failpoint(f"{self.stage.name}.after_read")
+        if broken("ack_before_work"):
+            await self.redis.xack(self.stage.stream, self.stage.name, *(e[0] for e in entries))
         try:
             with BATCH_SECONDS.labels(self.stage.name).time():
                 await self.stage.handle(self.consumer, entries)
@@ -455,6 +459,7 @@ class Runner:
                     self.log.info(
                         "claimed entries of a dead worker", victim=victim, count=len(entries)
                     )
+                    failpoint(f"{self.stage.name}.after_claim")
                     await self._process(entries)
                 if removed or not claimed:
                     break

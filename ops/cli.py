@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ from patchlog.ops.clibase import (
 )
 from patchlog.ops.config import env_help
 from patchlog.ops.logs import configure_logging
+from patchlog.streams.failpoints import ENV as FAILPOINTS_ENV
+from patchlog.streams.failpoints import Failpoints
 
 __all__ = ["main"]
 
@@ -195,6 +198,10 @@ def worker(
         )
     if folder is not None and stage != PROJECTOR:
         raise click.UsageError(f"--dir: only a projector keeps a folder, not {stage}")
+    try:  # armed by the fault suite only; a typo there must not pass as "never fired"
+        Failpoints(os.environ.get(FAILPOINTS_ENV, ""))
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     settings = settings_of(ctx, projector_dir=folder)
     url = url_of(settings)
     if stage == PROJECTOR:

@@ -3,7 +3,8 @@ a client in any language could XADD them, each with the one outcome it must get,
 functions that run them through the real stages and measure what the plan asks for.
 
 ``run_scenario`` runs one group of the catalogue through in-process stages (B12: entries
-trimmed while pending) and returns a ``Row``.
+trimmed while pending); ``garbage_mix`` (B11) runs stage processes under a half-garbage
+load. Each returns a ``Row``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,8 +26,11 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.runner import trim_acknowledged
+from patchlog.ops.config import settings_env
 from patchlog.projections.load import read_document
 from patchlog.projections.rebuild import verify
+from patchlog.streams.codec import decode_event
+from patchlog.streams.connection import connect
 from patchlog.streams.content import content_hash
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.log import read_head
@@ -33,7 +40,7 @@ from patchlog.streams.settings import Settings
 from tests.faults.row import Row
 from tests.integration.helpers import drain, outcomes, runners
 
-__all__ = ["SCENARIOS", "Bad", "catalogue", "run_scenario"]
+__all__ = ["SCENARIOS", "Bad", "catalogue", "garbage_mix", "run_scenario"]
 
 Pairs = tuple[tuple[bytes, bytes], ...]
 """An entry's fields in XADD order; a name may repeat, as on the wire."""
@@ -630,3 +637,191 @@ async def nil_bodies(redis: Redis, settings: Settings, scripts: Scripts) -> Row:
         unexpected=len(stray),
     )
     return row
+
+
+WORKERS = ((NORMALIZE, "n1"), (EXECUTE, "e1"))
+
+
+async def start_worker(settings: Settings, stage: str, name: str, folder: Path) -> Any:
+    """``patchlog worker <stage> --name <name>`` as a process with ``settings``, its log in
+    ``folder/<name>.log`` (warnings and errors only)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_")}
+    env.update(settings_env(settings), PATCHLOG_LOG_LEVEL="warning")
+    argv = [sys.executable, "-m", "patchlog", "worker", stage, "--name", name]
+    with (folder / f"{name}.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(*argv, env=env, stdout=log, stderr=log)
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) a live process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def group_state(redis: Redis, stream: str, group: str) -> tuple[int, int, int]:
+    """(entries acknowledged, lag, pending) of ``group``; lag counts what it has not read."""
+    for g in await redis.xinfo_groups(stream):
+        if g["name"].decode() == group:
+            pending = int(g["pending"])
+            lag = g["lag"]
+            return int(g["entries-read"] or 0) - pending, -1 if lag is None else int(lag), pending
+    return 0, -1, 0
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident set size of a live process (``VmHWM``), in MiB."""
+    for text in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if text.startswith("VmHWM:"):
+            return round(int(text.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def load_phase(
+    redis: Redis,
+    settings: Settings,
+    seconds: float,
+    garbage: float,
+    seed: int,
+    sent: list[tuple[str, Bad | None]],
+) -> float:
+    """Keep normalize's backlog above four batches for ``seconds``, a share ``garbage`` of
+    the entries drawn from the catalogue's mix, the rest good patches each to a new
+    document; append (entry id, its catalogue entry or ``None``) to ``sent``. Returns
+    normalize's throughput over the phase, entries acknowledged per second."""
+    rng = random.Random(seed)
+    pool = [b for b in catalogue() if b.mix]
+    stream, low, chunk = settings.keys.patches, 4 * settings.batch, 2 * settings.batch
+    first, _, _ = await group_state(redis, stream, NORMALIZE)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        _, lag, _ = await group_state(redis, stream, NORMALIZE)
+        if 0 <= lag >= low:
+            await asyncio.sleep(0.005)
+            continue
+        picks = [rng.choice(pool) if rng.random() < garbage else None for _ in range(chunk)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for n, bad in enumerate(picks):
+                fields = bad.fields if bad else patch(doc=f"mix/{seed}-{len(sent) + n}")
+                pipe.xadd(stream, dict(fields))  # the mix repeats no name
+            ids = await pipe.execute()
+        sent += [(i.decode(), bad) for i, bad in zip(ids, picks, strict=True)]
+    last, _, _ = await group_state(redis, stream, NORMALIZE)
+    return (last - first) / (time.monotonic() - started)
+
+
+async def settled(
+    redis: Redis, settings: Settings, timeout: float, *, groups: Sequence[tuple[str, str]]
+) -> bool:
+    """Wait (at most ``timeout`` s) until ``groups`` read and acknowledged everything."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [await group_state(redis, s, g) for s, g in groups]
+        if all(lag == 0 and pending == 0 for _, lag, pending in states):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def all_outcomes(redis: Redis, settings: Settings) -> dict[str, list[Outcome]]:
+    """Every outcome by ingress entry, read in pages."""
+    found: dict[str, list[Outcome]] = {}
+    start = "-"
+    while True:
+        page: Any = await redis.xrange(settings.keys.outcomes, start, "+", count=5000)
+        for _, fields in page:
+            o = decode_event(Outcome, fields)
+            found.setdefault(o.src, []).append(o)
+        if len(page) < 5000:
+            return found
+        start = "(" + page[-1][0].decode()
+
+
+async def garbage_mix(settings: Settings, seconds: float, folder: Path) -> Row:
+    """B11: stage processes under full load, half of it with clean patches, half with
+    50% garbage from the catalogue: normalize's throughput in each, the rejections by
+    code, each stage's peak RSS, and crashes. Every entry gets exactly one outcome (good
+    patches committed, garbage rejected with its code), nothing stays pending, nothing
+    is dead-lettered, and both processes are still running at the end."""
+    row = Row("B11")
+    assert settings.redis_url is not None
+    redis = connect(settings, settings.redis_url, name="patchlog-badinput", block_ms=2000)
+    keys = settings.keys
+    procs = [await start_worker(settings, stage, name, folder) for stage, name in WORKERS]
+    try:
+        deadline = time.monotonic() + 30
+        for stage, name in WORKERS:  # started: group created and lease held
+            while not await redis.exists(keys.lease(stage, name)):
+                if time.monotonic() > deadline:
+                    row.check(False, f"worker {name} did not take its lease within 30 s")
+                    return row
+                await asyncio.sleep(0.05)
+        clean: list[tuple[str, Bad | None]] = []
+        dirty: list[tuple[str, Bad | None]] = []
+        rate_clean = await load_phase(redis, settings, seconds / 2, 0.0, 1, clean)
+        await settled(redis, settings, 30, groups=[(keys.patches, NORMALIZE)])
+        rate_dirty = await load_phase(redis, settings, seconds / 2, 0.5, 2, dirty)
+        started = time.monotonic()
+        done = await settled(
+            redis, settings, 60, groups=[(keys.patches, NORMALIZE), (keys.normalized, EXECUTE)]
+        )
+        row.check(done, "the stages did not catch up within 60 s of the load's end")
+        row.figures.update(
+            normalize_per_s_clean=round(rate_clean),
+            normalize_per_s_garbage=round(rate_dirty),
+            tail_s=round(time.monotonic() - started, 2),
+        )
+        crashes = sum(p.returncode is not None for p in procs)
+        for (stage, _), proc in zip(WORKERS, procs, strict=True):
+            if proc.returncode is None:
+                row.figures[f"peak_rss_{stage}_mib"] = peak_rss_mib(proc.pid)
+                row.figures[f"cpu_{stage}_s"] = round(cpu_s(proc.pid), 2)
+        row.figures["crashes"] = crashes
+        row.check(crashes == 0, f"{crashes} stage processes exited under the load")
+        mix_outcomes(row, await all_outcomes(redis, settings), clean + dirty, len(clean))
+        await check_quiet(redis, settings, row)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), settings.shutdown_grace + 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await redis.aclose()
+    failed = sum((folder / f"{n}.log").read_text().count("worker step failed") for _, n in WORKERS)
+    row.figures["step_failures"] = failed
+    row.check(failed == 0, f"{failed} worker steps failed (see {folder})")
+    return row
+
+
+def mix_outcomes(
+    row: Row, found: dict[str, list[Outcome]], sent: list[tuple[str, Bad | None]], clean: int
+) -> None:
+    """Check B11's outcomes: one per entry, good committed, garbage rejected by its code."""
+    codes: Counter[str] = Counter()
+    wrong: list[str] = []
+    for src, bad in sent:
+        got = found.get(src, [])
+        o = got[0] if len(got) == 1 else None
+        if bad is None:
+            ok = o is not None and o.status is OutcomeStatus.COMMITTED
+        else:
+            ok = o is not None and o.code is bad.want
+            codes[o.code.value if o is not None and o.code else "none"] += 1
+        if not ok:
+            wrong.append(
+                f"{src} ({bad.name if bad else 'good'}): "
+                f"{[(x.status.value, x.code and x.code.value) for x in got]}"
+            )
+    good = sum(1 for _, bad in sent if bad is None)
+    size = sum(len(k) + len(v) for _, bad in sent if bad for k, v in bad.fields)
+    row.figures.update(entries=len(sent), clean_entries=clean, good=good)
+    row.figures.update(garbage=len(sent) - good, garbage_mib=round(size / 2**20, 1))
+    row.figures["wrong"] = len(wrong)
+    row.figures.update({f"rejected_{c}": n for c, n in sorted(codes.items())})
+    row.check(good > 0 and good < len(sent), "the load sent no good patch or no garbage")
+    row.check(not wrong, f"{len(wrong)} entries without their one right outcome: {wrong[:5]}")
+    stray = len(set(found) - {src for src, _ in sent})
+    row.check(stray == 0, f"{stray} outcomes of entries never submitted")

@@ -31,7 +31,7 @@ from patchlog.consumers.metrics import (
     TRANSIENT,
     dead_lettered,
 )
-from patchlog.streams.codec import SERVER_STAMPED, event_fields, with_entry
+from patchlog.streams.codec import SERVER_STAMPED, entry_fields, event_fields, with_entry
 from patchlog.streams.errors import CommandFailed, GroupMissing, ServerError, is_transient
 from patchlog.streams.failpoints import broken, failpoint
 from patchlog.streams.keys import Keys
@@ -249,13 +249,17 @@ class Runner:
         return await self._bodies(reply[0][1])
 
     async def _bodies(self, entries: Any) -> list[Entry]:
-        gone = [eid for eid, fields in entries if fields is None]
+        # An entry always has a field: none means its body was deleted while pending.
+        gone = [eid for eid, fields in entries if not fields]
         if gone:
             # Trimmed while pending: the body is lost and nothing can decide it. Count it
             # loudly and acknowledge it, so that it does not sit in the pending list forever.
-            self.log.error("pending entries lost by trim", entries=[g.decode() for g in gone])
+            self._lost_by_trim(gone)
             await self.redis.xack(self.stage.stream, self.stage.name, *gone)
-        return [(eid.decode(), fields) for eid, fields in entries if fields is not None]
+        return [(eid.decode(), fields) for eid, fields in entries if fields]
+
+    def _lost_by_trim(self, ids: Sequence[bytes]) -> None:
+        self.log.error("pending entries lost by trim", entries=[g.decode() for g in ids])
 
     async def _regroup(self) -> None:
         """Create the group again after a NOGROUP (the server lost it: restarted without
@@ -316,6 +320,9 @@ class Runner:
         claimed: Any = await self.redis.xclaim(
             self.stage.stream, self.stage.name, self.consumer, idle_ms, lost
         )
+        got = {eid for eid, _ in claimed}
+        if len(got) < len(lost):  # XCLAIM leaves out (and unlists) deleted entries
+            self._lost_by_trim([eid for eid in lost if eid not in got])
         entries = await self._bodies(claimed)
         if entries:
             self.log.warning("taking up forgotten pending entries", count=len(entries))
@@ -447,12 +454,16 @@ class Runner:
                 continue
             victim = c["name"].decode()
             while not self.stopping:
-                claimed, removed = await self.scripts.claim(
+                claimed, removed, gone = await self.scripts.claim(
                     keys=[self.stage.stream, self.keys.lease(self.stage.name, victim)],
                     args=[self.stage.name, victim, self.consumer, self.settings.batch],
                 )
+                if gone:
+                    self._lost_by_trim(gone)
                 entries = [
-                    (eid.decode(), _pairs(fields)) for eid, fields in claimed if fields is not None
+                    (eid.decode(), entry_fields(fields))
+                    for eid, fields in claimed
+                    if fields is not None
                 ]
                 if entries:
                     CLAIMED.labels(self.stage.name).inc(len(entries))
@@ -500,10 +511,6 @@ class Runner:
 
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
-
-
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def rejection(src: str, patch_id: str, doc: str, code: RejectCode, message: str) -> Outcome:

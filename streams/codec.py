@@ -27,11 +27,13 @@ __all__ = [
     "CUT",
     "ENTRY_CAP",
     "SERVER_STAMPED",
+    "EntryFields",
     "Fields",
     "decode_event",
     "decode_ingress",
     "encode_event",
     "entry_digest",
+    "entry_fields",
     "entry_text",
     "event_fields",
     "id_reuse",
@@ -40,6 +42,29 @@ __all__ = [
 ]
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Iterable[tuple[bytes | str, bytes | str]]
+
+
+class EntryFields(dict[bytes, bytes]):
+    """A stream entry's fields as read from the server, with the names it carried more
+    than once (a dict keeps one value per name; a raw XADD may repeat a name)."""
+
+    repeated: frozenset[bytes] = frozenset()
+
+
+def entry_fields(flat: list[bytes]) -> EntryFields:
+    """The fields of a flat ``[name, value, ...]`` reply: the last value of a repeated
+    name is kept, and the name is listed in ``repeated``."""
+    fields = EntryFields()
+    repeated = set()
+    for k in range(0, len(flat) - 1, 2):
+        if flat[k] in fields:
+            repeated.add(flat[k])
+        fields[flat[k]] = flat[k + 1]
+    if repeated:
+        fields.repeated = frozenset(repeated)
+    return fields
+
+
 """A stream entry's fields: a mapping, or the raw (name, value) pairs of the reply."""
 
 _OPS_DECODER = msgspec.json.Decoder(tuple[Op, ...])
@@ -143,6 +168,10 @@ def decode_ingress(fields: Fields, limits: Limits) -> IngressEntry:
     """
     seen: dict[str, bytes] = {}
     size = 0
+    for twice in sorted(getattr(fields, "repeated", ())):
+        name = _as_bytes(twice).decode("utf-8", "replace")
+        if name in _KNOWN:
+            raise Rejected(RejectCode.INVALID, f"{name}: given twice; rule: each field once")
     for key, value in _pairs(fields):
         name, raw = _as_bytes(key).decode("utf-8", "replace"), _as_bytes(value)
         size += len(name) + len(raw)

@@ -29,6 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from patchlog.streams.codec import entry_fields
 from patchlog.streams.errors import (
     CommandFailed,
     GroupMissing,
@@ -116,10 +117,39 @@ class _TranslatingScript(AsyncScript):
             raise translate(err) from err
 
 
+def _parse_read(response: Any, **_: Any) -> list[list[Any]]:
+    """XREAD(GROUP)'s reply as ``[[stream, [(id, fields or None), ...]], ...]``: the
+    fields an ``EntryFields`` (its ``repeated`` names), ``None`` for a deleted body,
+    whichever protocol the connection speaks."""
+    if response is None:
+        return []
+    # RESP3 answers a map of stream to entries, RESP2 a list of pairs.
+    streams = response.items() if isinstance(response, dict) else response
+    return [
+        [stream, [(eid, None if flat is None else entry_fields(flat)) for eid, flat in entries]]
+        for stream, entries in streams
+    ]
+
+
+def _parse_claim(response: Any, **options: Any) -> Any:
+    """XCLAIM's reply: ids with JUSTID, else ``[(id, EntryFields), ...]``."""
+    if options.get("parse_justid"):
+        return response
+    return [(eid, None if flat is None else entry_fields(flat)) for eid, flat in response or []]
+
+
 class PatchlogRedis(Redis):
     """redis-py's asyncio client whose commands and pipelines raise patchlog's errors
     (``translate``) instead of ``redis.exceptions.*``, so nothing above ``streams``
     handles a library's exception."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py's reading keeps one value of a field name an entry repeats and turns a
+        # body trimmed away while pending into {}; these keep both facts (RESP2 replies).
+        self.set_response_callback("XREADGROUP", _parse_read)
+        self.set_response_callback("XREAD", _parse_read)
+        self.set_response_callback("XCLAIM", _parse_claim)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import EXECUTE_STATUSES, StageMetrics
-from patchlog.consumers.order import earlier_pending
+from patchlog.consumers.order import PendingByDoc, pending_by_doc
 from patchlog.consumers.runner import Entry, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
@@ -324,6 +324,7 @@ class ExecuteStage:
         entry of their document still pending (held by a dead worker, or read and lost)?
         Looked up at most once a second per patch; rare, so plain reads are fine."""
         now = time.monotonic()
+        pending: PendingByDoc | None = None  # read once, for every patch that needs it
         for entry, patch in items:
             waiting = self.waiting.get(entry[0])
             if (
@@ -334,7 +335,9 @@ class ExecuteStage:
                 or patch.base <= self.docs[patch.doc].rev
             ):
                 continue
-            found = await earlier_pending(self.redis, self.keys, patch.doc, patch.src)
+            if pending is None:
+                pending = await pending_by_doc(self.redis, self.keys)
+            found = pending.earlier(patch.doc, patch.src)
             # Only a look that worked counts: a failed one must not let _plan reject.
             waiting.next_look = now + _LOOK_STEP
             if found is not None and waiting.earlier is None:

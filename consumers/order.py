@@ -19,7 +19,7 @@ from patchlog.consumers.messages import decode_normalized
 from patchlog.streams.errors import CorruptEntry, GroupMissing
 from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
 
-__all__ = ["earlier_pending"]
+__all__ = ["PendingByDoc", "earlier_pending", "pending_by_doc"]
 
 _PAGE = 500
 _PAGES = 20  # at most 10,000 pending entries looked at per stream: a bounded scan
@@ -62,24 +62,52 @@ async def _bodies(
     return [(reply[0][0].decode(), reply[0][1]) for reply in replies if reply]
 
 
-async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str) -> str | None:
-    """The id of an entry for ``doc`` submitted before this patch (ingress id ``src``)
-    that is still pending: in the ingress stream below ``src``, or anywhere in the
-    normalized stream's pending list (two normalize workers may forward an earlier patch
-    after a later one, so there it is the patch's own ingress id that is compared).
-    ``None`` when there is none."""
-    want = doc.encode()
-    ingress = await _pending(redis, keys.patches, NORMALIZE, src)
-    for stream_id, fields in await _bodies(redis, keys.patches, ingress):
-        if fields.get(b"doc") == want:
-            return stream_id
-    mine = _stream_id(src)
-    internal = await _pending(redis, keys.normalized, EXECUTE, None)
-    for stream_id, fields in await _bodies(redis, keys.normalized, internal):
+class PendingByDoc:
+    """Both groups' pending entries at one moment, by document: one scan answers every
+    waiting patch of a batch (a scan per patch made a backlog of waiting patches cost
+    its square in reads)."""
+
+    def __init__(
+        self,
+        ingress: dict[str, list[tuple[tuple[int, int], str]]],
+        internal: dict[str, list[tuple[tuple[int, int], str]]],
+    ) -> None:
+        self.ingress = ingress
+        """doc -> (ingress id, same) of each entry pending in normalize, oldest first."""
+        self.internal = internal
+        """doc -> (the patch's ingress id, normalized entry id) pending in execute."""
+
+    def earlier(self, doc: str, src: str) -> str | None:
+        """The id of a pending entry for ``doc`` submitted before ingress id ``src``."""
+        mine = _stream_id(src)
+        for rows in (self.ingress.get(doc, ()), self.internal.get(doc, ())):
+            for submitted, stream_id in rows:
+                if submitted < mine:
+                    return stream_id
+        return None
+
+
+async def pending_by_doc(redis: Redis, keys: Keys) -> PendingByDoc:
+    """Read both pending lists (bounded) and the documents of their entries."""
+    ingress: dict[str, list[tuple[tuple[int, int], str]]] = {}
+    pending = await _pending(redis, keys.patches, NORMALIZE, None)
+    for stream_id, fields in await _bodies(redis, keys.patches, pending):
+        doc = fields.get(b"doc", b"").decode("utf-8", "replace")
+        ingress.setdefault(doc, []).append((_stream_id(stream_id), stream_id))
+    internal: dict[str, list[tuple[tuple[int, int], str]]] = {}
+    pending = await _pending(redis, keys.normalized, EXECUTE, None)
+    for stream_id, fields in await _bodies(redis, keys.normalized, pending):
         try:
             patch = decode_normalized(fields[b"p"])
         except (KeyError, CorruptEntry):
             continue  # an entry nobody can read is no predecessor to wait for
-        if patch.doc == doc and _stream_id(patch.src) < mine:
-            return stream_id
-    return None
+        internal.setdefault(patch.doc, []).append((_stream_id(patch.src), stream_id))
+    return PendingByDoc(ingress, internal)
+
+
+async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str) -> str | None:
+    """The id of an entry for ``doc`` submitted before this patch (ingress id ``src``)
+    that is still pending: in the ingress stream, or in the normalized stream's pending
+    list (two normalize workers may forward an earlier patch after a later one, so there
+    it is the patch's own ingress id that is compared). ``None`` when there is none."""
+    return (await pending_by_doc(redis, keys)).earlier(doc, src)

@@ -16,7 +16,6 @@ of the clients leave retries to redis-py's own (``retries=5``); the other half u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from typing import Any
@@ -77,6 +76,7 @@ class Load:
         self.tasks: list[asyncio.Task[None]] = []
         self.acked = 0
         self.stopped_at = 0.0
+        self._waiting = asyncio.Semaphore(16)  # outcome reads in flight at once
 
     # -- one submission -------------------------------------------------------------------
 
@@ -134,12 +134,16 @@ class Load:
             pause = min(pause * 2, 1.0)
 
     async def told(self, redis: Redis, proc: str, s: Submission, entry: str) -> None:
-        """Wait (at most 20 s) for the outcome of ``entry`` and record what it says."""
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-            key = self.keys.entry_outcome(entry)
-            deadline = time.monotonic() + 20
+        """Wait (at most 20 s) for the outcome of ``entry`` and record what it says; a
+        failed read is tried again within that time."""
+        key = self.keys.entry_outcome(entry)
+        deadline = time.monotonic() + 20
+        async with self._waiting:
             while time.monotonic() < deadline:
-                got: Any = await redis.lindex(key, 0)
+                try:
+                    got: Any = await redis.lindex(key, 0)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    got = None
                 if got is not None:
                     record = _RECORD.decode(got)
                     self._event(

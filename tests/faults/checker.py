@@ -69,12 +69,18 @@ def check(  # noqa: PLR0912 - one pass per rule, kept together to read as the pl
     failed = {i for i, k in kinds.items() if k & {Kind.OK, Kind.INFO} == set() and Kind.FAIL in k}
 
     by_src: dict[str, list[str]] = defaultdict(list)
-    deciding: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    deciding: dict[str, list[tuple[str, str, int, str]]] = defaultdict(list)
+    reused: Counter[str] = Counter()  # id_reuse answers: other payloads, counted apart
     for said in state.outcomes:
         by_src[said.src].append(said.status)
         outcome_of_id.add(said.id)
-        if said.status not in _KEPT_APART:
-            deciding[said.id].append((said.status, said.code, said.rev))
+        if said.code == "id_reuse":
+            reused[said.id] += 1
+        elif said.status not in _KEPT_APART:
+            deciding[said.id].append((said.status, said.code, said.rev, said.doc))
+    # A replay of a rejected or noop patch gets the same answer again: the patch's own
+    # outcome is its first one.
+    owner = {patch_id: decided[0] for patch_id, decided in deciding.items()}
     applied: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for a in state.applied:
         applied[a.id].append((a.doc, a.rev))
@@ -110,10 +116,11 @@ def check(  # noqa: PLR0912 - one pass per rule, kept together to read as the pl
         if len(revs) > 1:
             duplicated += 1
             row.violations.append(f"id {patch_id} applied {len(revs)} times: {revs}")
-        contradicting = [d for d in deciding.get(patch_id, []) if d[0] not in ("committed",)]
-        if any(status == "rejected" and code != "id_reuse" for status, code, _ in contradicting):
+        contradicting = [d[:2] for d in deciding.get(patch_id, []) if d[0] != "committed"]
+        if contradicting:  # a rejection or a noop of a patch that made a revision
             duplicated += 1
-            row.violations.append(f"id {patch_id} applied and rejected: {contradicting}")
+            what = " and ".join(sorted({status for status, _ in contradicting}))
+            row.violations.append(f"id {patch_id} applied and {what}: {contradicting}")
     for patch_id in outcome_of_id - attempted:
         unexpected += 1
         row.violations.append(f"an outcome for id {patch_id!r}, never attempted")
@@ -136,10 +143,14 @@ def check(  # noqa: PLR0912 - one pass per rule, kept together to read as the pl
             )
     for patch_id, decided in deciding.items():
         revs = applied.get(patch_id, [])
-        for status, _code, rev in decided:
-            if status == "committed" and not any(r == rev for _, r in revs):
+        committed = [(doc, rev) for status, _code, rev, doc in decided if status == "committed"]
+        for where, rev in committed:
+            if (where, rev) not in revs:
                 misreported += 1
                 row.violations.append(f"outcome committed rev {rev} for {patch_id}: log {revs}")
+        if len(committed) > 1:  # a replay must learn "duplicate", not the owner's answer
+            misreported += 1
+            row.violations.append(f"{len(committed)} committed outcomes for {patch_id}")
 
     # C2, C3: chains, heads, index, projection.
     for name, doc in sorted(state.docs.items()):
@@ -194,9 +205,8 @@ def check(  # noqa: PLR0912 - one pass per rule, kept together to read as the pl
     latencies = [
         a.at - invoked[a.id].t / 1e6 for a in state.applied if a.id in invoked and a.at > 0
     ]
-    codes = Counter(
-        code for d in deciding.values() for status, code, _ in d if status == "rejected"
-    )
+    codes = Counter(code for status, code, _, _ in owner.values() if status == "rejected")
+    codes.update({"id_reuse": sum(reused.values())} if reused else {})
     row.figures.update(
         attempted=len(attempted),
         acked=len(acked_ids),
@@ -204,7 +214,7 @@ def check(  # noqa: PLR0912 - one pass per rule, kept together to read as the pl
         failed=len(failed),
         applied=len(applied),
         rejected=sum(codes.values()),
-        noop=sum(1 for d in deciding.values() for s, _, _ in d if s == "noop"),
+        noop=sum(1 for status, _, _, _ in owner.values() if status == "noop"),
         lost=lost,
         duplicated=duplicated,
         unexpected=unexpected,

@@ -293,9 +293,14 @@ async def everysec_run(
         aof_delayed_fsync=delayed, lost=len(lost),
         max_lost_age_s=round(max((killed_at - (s.acked_at or 0) for s in lost), default=0), 3),
     )  # fmt: skip
-    # write(2) precedes the reply unless a slow fsync postponed it (aof_delayed_fsync):
-    # only then may a kill -9, which leaves the page cache alone, lose an acked XADD.
-    row.check(not lost or delayed > 0, f"{len(lost)} acked patches lost, no write postponed")
+    # The plan expected no loss at all unless a slow fsync postponed a write
+    # (aof_delayed_fsync), since write(2) should precede the reply and a kill -9 leaves
+    # the page cache alone. Seen otherwise: one acked XADD 2 ms old lost with no write
+    # postponed (Valkey 9.1, 1 run in 4). What patchlog promises for everysec is the
+    # README's window, about the last 1-2 s, so that is what is held; the rest is counted.
+    row.figures["lost_without_postponed_write"] = len(lost) if delayed == 0 else 0
+    age = float(row.figures["max_lost_age_s"])
+    row.check(age <= 2.0, f"{len(lost)} acked patches lost, the oldest {age} s before the kill")
     return EverysecRun(kind, folder, folder / "f5a", sent, killed_at, row)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -160,16 +161,24 @@ class Load:
 
     # -- the clients ----------------------------------------------------------------------
 
-    async def _chained(self, n: int) -> None:
-        proc, doc = f"chain-{n}", f"own-{n}"
-        redis = self.client(own_retries=n % 2 == 1)
+    async def _client_loop(
+        self,
+        proc: str,
+        own_retries: bool,
+        patch: Callable[[Redis, int], Awaitable[Submission | None]],
+    ) -> None:
+        """Submit ``patch(redis, k)`` for k = 1, 2, ... (``None``: try k again) until the
+        load stops, waiting for every ``told_every``-th outcome on the side."""
+        redis = self.client(own_retries)
         waits: list[asyncio.Task[None]] = []
         try:
             k = 0
             while not self.stopping.is_set():
+                s = await patch(redis, k + 1)
+                if s is None:
+                    await asyncio.sleep(0.2)
+                    continue
                 k += 1
-                ops = _JSON.encode([{"op": "insert", "at": k, "lines": [f"{proc} line {k}"]}])
-                s = Submission(f"{proc}-{k}", doc, k - 1, ops, seq=k)
                 entry = await self.submit(redis, proc, s)
                 if not entry:
                     return  # the load stopped with this patch unacknowledged
@@ -180,36 +189,33 @@ class Load:
             await asyncio.gather(*waits, return_exceptions=True)
             await redis.aclose()
 
+    async def _chained(self, n: int) -> None:
+        proc, doc = f"chain-{n}", f"own-{n}"
+
+        async def patch(redis: Redis, k: int) -> Submission:
+            ops = _JSON.encode([{"op": "insert", "at": k, "lines": [f"{proc} line {k}"]}])
+            return Submission(f"{proc}-{k}", doc, k - 1, ops, seq=k)
+
+        await self._client_loop(proc, n % 2 == 1, patch)
+
     async def _hot(self, n: int) -> None:
         proc = f"hot-{n}"
-        redis = self.client(own_retries=n % 2 == 1)
-        waits: list[asyncio.Task[None]] = []
-        try:
-            k = 0
-            while not self.stopping.is_set():
-                k += 1
-                doc = f"hot-{k % 2}"
-                try:
-                    head: Any = await redis.hmget(self.keys.doc(doc), ["rev", "lines"])
-                    base, lines = int(head[0] or 0), int(head[1] or 0)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
-                    await asyncio.sleep(0.2)
-                    continue
-                text = f"{proc} edit {k}"
-                if lines and self.random.random() < 0.25:
-                    op: dict[str, Any] = {"op": "replace", "from": 1, "lines": [text]}
-                else:
-                    op = {"op": "insert", "at": 1, "lines": [text]}
-                s = Submission(f"{proc}-{k}", doc, base, _JSON.encode([op]))
-                entry = await self.submit(redis, proc, s)
-                if not entry:
-                    return
-                if k % self.told_every == 0:
-                    waits.append(asyncio.create_task(self.told(redis, proc, s, entry)))
-                await asyncio.sleep(self._gap())
-        finally:
-            await asyncio.gather(*waits, return_exceptions=True)
-            await redis.aclose()
+
+        async def patch(redis: Redis, k: int) -> Submission | None:
+            doc = f"hot-{k % 2}"
+            try:
+                head: Any = await redis.hmget(self.keys.doc(doc), ["rev", "lines"])
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                return None
+            base, lines = int(head[0] or 0), int(head[1] or 0)
+            text = f"{proc} edit {k}"
+            if lines and self.random.random() < 0.25:
+                op: dict[str, Any] = {"op": "replace", "from": 1, "lines": [text]}
+            else:
+                op = {"op": "insert", "at": 1, "lines": [text]}
+            return Submission(f"{proc}-{k}", doc, base, _JSON.encode([op]))
+
+        await self._client_loop(proc, n % 2 == 1, patch)
 
     def _gap(self) -> float:
         return (self.chained + self.hot) / self.rate

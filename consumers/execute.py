@@ -47,7 +47,8 @@ _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
 _ROUNDS = 50
 _CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
-_WAIT_STEP = 0.1  # seconds between two looks at a patch waiting for its base
+_WAIT_STEP = 0.01  # seconds between two looks at a patch waiting for its base: a chain of
+# patches spread over two workers advances one hand-off per look
 _LOOK_STEP = 1.0  # seconds between two scans for an earlier pending entry of its document
 _TOLD = {
     "dup": ("duplicate", True),

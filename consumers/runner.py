@@ -49,6 +49,11 @@ __all__ = [
     "trim_older_than",
 ]
 
+# While it holds patches waiting for their base, a worker comes back this often (ms):
+# their predecessor is usually being committed by another worker right now, and each
+# hand-off of a document between two workers costs this long at most.
+_HELD_BLOCK_MS = 10
+
 log = structlog.get_logger("patchlog.runner")
 
 Entry = tuple[str, dict[bytes, bytes]]
@@ -235,7 +240,9 @@ class Runner:
     async def _read(self, start: str) -> list[Entry]:
         waiting = bool(self.stage.held()) or bool(self._failures)
         block = (
-            min(self.settings.block_ms, 100) if waiting or self.drain else self.settings.block_ms
+            min(self.settings.block_ms, _HELD_BLOCK_MS if waiting else 100)
+            if waiting or self.drain
+            else self.settings.block_ms
         )
         reply: Any = await self.redis.xreadgroup(
             self.stage.name,

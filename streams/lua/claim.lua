@@ -8,7 +8,7 @@
 -- the ids XCLAIM dropped because their entries were deleted (trimmed while pending)}.
 local stream, group, victim, me = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {{}, 0}
+  return {{}, 0, {}}
 end
 local pending = redis.call('XPENDING', stream, group, '-', '+', tonumber(ARGV[4]), victim)
 local claimed = {}

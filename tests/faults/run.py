@@ -25,7 +25,7 @@ from patchlog.streams.connection import connect
 from patchlog.streams.scripts import load
 from patchlog.streams.server import EmbeddedServer, free_port
 from patchlog.streams.settings import Settings
-from tests.faults import aof, badinput, differential, more, scenarios
+from tests.faults import aof, badinput, clock, differential, more, scenarios
 from tests.faults.row import Row
 from tests.integration.helpers import binary_for
 
@@ -106,7 +106,7 @@ def suite() -> dict[str, Scenario]:
     out: dict[str, Scenario] = {}
     out.update({k: v for k, v in scenarios.SCENARIOS.items() if k in ("F1", "F2", "F3", "F4")})
     out.update({"F5a": _f5a, "F5b": _f5b, "F5c": _f5c})
-    every: dict[str, Scenario] = {**scenarios.SCENARIOS, **more.MORE}
+    every: dict[str, Scenario] = {**scenarios.SCENARIOS, **more.MORE, **clock.CLOCK}
     out.update({k: every[k] for k in sorted(every, key=lambda k: int(k[1:])) if k not in out})
     out.update({name: _bad(name) for name in badinput.SCENARIOS})
     out["B11"] = _b11

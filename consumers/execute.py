@@ -25,7 +25,7 @@ from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import EXECUTE_STATUSES, StageMetrics
 from patchlog.consumers.order import PendingByDoc, pending_by_doc
-from patchlog.consumers.runner import Entry, parse_id
+from patchlog.consumers.runner import SCRIPT_BYTES, Entry, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
 from patchlog.projections.patch import to_ops
@@ -47,6 +47,7 @@ _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
 _ROUNDS = 50
 _CONTENDED = 10.0  # seconds of reading heads first after another worker won a race
+_TURN_S = 0.05  # seconds of deciding between two turns of the event loop
 _WAIT_STEP = 0.01  # seconds between two looks at a patch waiting for its base: a chain of
 # patches spread over two workers advances one hand-off per look
 _LOOK_STEP = 1.0  # seconds between two scans for an earlier pending entry of its document
@@ -224,11 +225,19 @@ class ExecuteStage:
         chunk, pos = carried, 0
         chunk_size = max(1, self.settings.commit_chunk)
         broken = False  # a commit undid speculative state: decide nothing more this round
+        turn = time.monotonic()
         try:
             while True:
-                while not broken and pos < len(items) and len(chunk) < chunk_size:
+                weight = sum(len(d.entry[1].get(b"p", b"")) for d in chunk)
+                while (
+                    not broken
+                    and pos < len(items)
+                    and len(chunk) < chunk_size
+                    and weight < SCRIPT_BYTES
+                ):
                     entry, patch = items[pos]
                     pos += 1
+                    weight += len(entry[1].get(b"p", b""))
                     if patch.id in ids or patch.doc not in self.docs:
                         # A second patch of an id waits for the first one's fate; a
                         # document dropped from the cache this round is loaded next round.
@@ -238,8 +247,9 @@ class ExecuteStage:
                     decision = self._plan(entry, patch, self._owned)
                     if decision is not None:
                         chunk.append(decision)
-                    if pos % 16 == 0:
+                    if pos % 16 == 0 or time.monotonic() - turn > _TURN_S:
                         await asyncio.sleep(0)  # the commit in flight and the lease run
+                        turn = time.monotonic()
                 if inflight is not None:
                     sent = inflight[1]
                     results = await inflight[0]

@@ -58,9 +58,17 @@ class Lease:
         self._done = asyncio.Event()
 
     async def renew(self) -> None:
-        """Write the lease now (raises ``ServerError`` if the server cannot be reached)."""
+        """Write the lease now (raises ``ServerError`` if the server cannot be reached).
+
+        A server out of memory refuses the write (OOM): the lease is then only extended
+        (PEXPIRE needs no memory), so that live workers are not taken for dead ones and
+        robbed of their entries while memory is short."""
         self.info.renewed = time.time()
-        await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
+        try:
+            await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
+        except ServerError as err:
+            if "OOM" not in str(err) or not await self.redis.pexpire(self.key, self.ttl_ms):
+                raise
 
     async def start(self) -> None:
         """Take the lease and keep renewing it in the background."""

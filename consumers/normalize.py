@@ -4,6 +4,7 @@ check every invariant that needs no snapshot, and forward, in one atomic step pe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.messages import NormalizedPatch, encode_normalized
 from patchlog.consumers.metrics import NORMALIZE_STATUSES, StageMetrics
-from patchlog.consumers.runner import Entry, parse_id, rejection
+from patchlog.consumers.runner import SCRIPT_BYTES, Entry, parse_id, rejection
 from patchlog.projections.diff import parse_diff
 from patchlog.projections.patch import normalize
 from patchlog.streams.codec import (
@@ -35,6 +36,8 @@ __all__ = ["NormalizeStage", "normalize_entry"]
 log = structlog.get_logger("patchlog.normalize")
 _JSON = msgspec.json.Encoder()
 _MSGPACK = msgspec.msgpack.Encoder()
+
+_TURN_S = 0.05  # seconds of checking between two turns of the event loop
 
 
 def normalize_entry(entry: Entry, settings: Settings) -> NormalizedPatch:
@@ -94,8 +97,25 @@ class NormalizeStage:
         return []
 
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
-        """Forward or reject every entry, and acknowledge them, in one script call."""
+        """Forward or reject every entry, and acknowledge them: one script call per
+        ``SCRIPT_BYTES`` of entries, so that a batch of the largest patches does not hold
+        the server for long, and the event loop gets a turn between entries that take
+        long to check, so that the lease is renewed (a busy worker is not a dead one)."""
+        chunk: list[Entry] = []
+        size = 0
+        for entry in entries:
+            weight = sum(len(k) + len(v) for k, v in entry[1].items())
+            if chunk and size + weight > SCRIPT_BYTES:
+                await self._handle(consumer, chunk)
+                chunk, size = [], 0
+            chunk.append(entry)
+            size += weight
+        if chunk:
+            await self._handle(consumer, chunk)
+
+    async def _handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         started = time.perf_counter()
+        turn = time.monotonic()
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
         self.metrics.discard()  # what a batch that failed noted: it is noted again
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
@@ -103,6 +123,9 @@ class NormalizeStage:
         payloads: list[bytes] = []
         forwarded = 0
         for entry in entries:
+            if time.monotonic() - turn > _TURN_S:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
             try:
                 patch = normalize_entry(entry, self.settings)
             except Rejected as err:

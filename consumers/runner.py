@@ -40,6 +40,7 @@ from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
 
 __all__ = [
+    "SCRIPT_BYTES",
     "Entry",
     "Runner",
     "Stage",
@@ -53,6 +54,10 @@ __all__ = [
 # their predecessor is usually being committed by another worker right now, and each
 # hand-off of a document between two workers costs this long at most.
 _HELD_BLOCK_MS = 10
+
+SCRIPT_BYTES = 8 << 20
+"""Bytes of entries one stage script call carries at most (a single entry may exceed it):
+a batch of the largest patches in one call would hold the server for a long time."""
 
 log = structlog.get_logger("patchlog.runner")
 

@@ -13,7 +13,7 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.messages import NormalizedPatch, encode_normalized
-from patchlog.consumers.metrics import NORMALIZE_STATUSES, StageMetrics
+from patchlog.consumers.metrics import NORMALIZE_HOPS, NORMALIZE_STATUSES, StageMetrics, since_id
 from patchlog.consumers.runner import Entry, parse_id, rejection
 from patchlog.projections.diff import parse_diff
 from patchlog.projections.patch import normalize
@@ -79,7 +79,7 @@ class NormalizeStage:
         self.stream = self.keys.patches
         self.rejected = 0
         self.forwarded = 0
-        self.metrics = StageMetrics(NORMALIZE, NORMALIZE_STATUSES)
+        self.metrics = StageMetrics(NORMALIZE, NORMALIZE_STATUSES, NORMALIZE_HOPS)
 
     def identify(self, entry: Entry) -> tuple[str, str, str]:
         """Best-effort (patch id, doc, ingress entry id) of a raw ingress entry."""
@@ -96,6 +96,7 @@ class NormalizeStage:
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Forward or reject every entry, and acknowledge them, in one script call."""
         started = time.perf_counter()
+        read = time.time()  # the runner hands a batch over as soon as it read it
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
         self.metrics.discard()  # what a batch that failed noted: it is noted again
         keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
@@ -144,8 +145,22 @@ class NormalizeStage:
         failpoint("normalize.before_forward")
         results: Any = await self.scripts.forward(keys=keys, args=args)
         failpoint("normalize.after_forward")
-        self.metrics.flush(time.time_ns() // 1_000_000, results)
+        done = time.time()
+        self.metrics.flush(int(done * 1000), results)
+        self._hops(entries, results, read, done)
         _log_decided(told, results, time.perf_counter() - started)
+
+    def _hops(
+        self, entries: Sequence[Entry], results: Sequence[bytes], read: float, done: float
+    ) -> None:
+        """Observe this batch's ingress waits and its normalize time, for each entry
+        decided here (one answered ``fenced`` is its new owner's to observe)."""
+        if b"fenced" in results:
+            ids = [e[0] for e, r in zip(entries, results, strict=True) if r != b"fenced"]
+        else:
+            ids = [e[0] for e in entries]
+        self.metrics.hop("ingress_wait", since_id(ids, read))
+        self.metrics.hop_all("normalize", done - read, len(ids))
 
 
 def _log_decided(told: list[dict[str, Any]], results: Sequence[bytes], seconds: float) -> None:

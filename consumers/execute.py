@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
-from patchlog.consumers.metrics import EXECUTE_STATUSES, StageMetrics
+from patchlog.consumers.metrics import EXECUTE_HOPS, EXECUTE_STATUSES, StageMetrics
 from patchlog.consumers.order import PendingByDoc, pending_by_doc
 from patchlog.consumers.runner import SCRIPT_BYTES, Entry, parse_id
 from patchlog.projections.fold import plan
@@ -75,6 +75,8 @@ class _Waiting(msgspec.Struct):
     ``base_ahead_wait`` ran out: the patch keeps waiting for it (``pending_wait``)."""
     next_look: float = 0.0
     """When to look for such an entry again (monotonic s)."""
+    read_at: float = 0.0
+    """When it was first read (Unix s): its decide hop runs from there."""
 
 
 class _Decision(msgspec.Struct):
@@ -91,6 +93,10 @@ class _Decision(msgspec.Struct):
     """The cached document's epoch the decision was made in."""
     head_src: str = ""
     """Src of the patch that made revision ``head`` (the exact compare-and-set)."""
+    called: float = 0.0
+    """When its commit script was called (Unix s)."""
+    replied: float = 0.0
+    """When that call returned (Unix s)."""
 
 
 def _outcome(
@@ -125,7 +131,8 @@ class ExecuteStage:
         self._strict: dict[str, bool] = {}
         self.counts: dict[str, int] = {}
         self.cas_retries = 0
-        self.metrics = StageMetrics(EXECUTE, EXECUTE_STATUSES)
+        self.metrics = StageMetrics(EXECUTE, EXECUTE_STATUSES, EXECUTE_HOPS)
+        self._read_at = 0.0  # when the batch in hand was read (Unix s)
         self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
         self._told: dict[str, int] = {}  # this batch's decisions by outcome, for its log line
 
@@ -157,6 +164,7 @@ class ExecuteStage:
     async def handle(self, consumer: str, entries: Sequence[Entry]) -> None:
         """Decide and commit a batch of normalized patches."""
         started = time.perf_counter()
+        self._read_at = time.time()  # the runner hands a batch over as soon as it read it
         self._told = {}
         items = [(entry, decode_normalized(entry[1][b"p"])) for entry in entries]
         self._owned = set()
@@ -283,10 +291,12 @@ class ExecuteStage:
         finals: list[_Decision] = []
         stale: set[str] = set()
         tally: dict[str, int] = {}
+        timed: list[tuple[str, float]] = []  # (entry id, read time) of final decisions
         for decision, (status, rev) in zip(decisions, results, strict=True):
             self.counts[status] = self.counts.get(status, 0) + 1
             if status == "ok":
-                self.waiting.pop(decision.entry[0], None)
+                held = self.waiting.pop(decision.entry[0], None)
+                timed.append((decision.entry[0], self._read_at if held is None else held.read_at))
                 if decision.content is not None:
                     if (decision.head + 1) % self.settings.snapshot_every == 0:
                         self._checkpoints.append(
@@ -315,13 +325,19 @@ class ExecuteStage:
                 self._owned.add(decision.patch.id)
                 finals.append(self._reuse(decision, rev))
             else:  # 'dup' or 'fenced': decided here, or by the entry's new owner
-                self.waiting.pop(decision.entry[0], None)
+                held = self.waiting.pop(decision.entry[0], None)
+                if status == "dup":
+                    timed.append(
+                        (decision.entry[0], self._read_at if held is None else held.read_at)
+                    )
                 what = "duplicate" if status == "dup" else status
                 tally[what] = tally.get(what, 0) + 1
                 self.metrics.outcome(what, None, decision.patch.src)
         for what, count in tally.items():
             self.counts[what] = self.counts.get(what, 0) + count
         self.metrics.flush(time.time_ns() // 1_000_000)
+        if timed:  # one commit call answered them all
+            self._observe_hops(timed, decisions[0].called, decisions[0].replied)
         for doc in stale:
             self.docs.rollback(doc)
         confirmed = {d.patch.doc for d in decisions} - stale
@@ -329,6 +345,20 @@ class ExecuteStage:
         self.cas_retries += len(retry)
         self.metrics.retried(len(retry))
         return retry, finals, bool(stale)
+
+    def _observe_hops(self, timed: list[tuple[str, float]], called: float, replied: float) -> None:
+        """The hops of patches decided for good: (normalized entry id, read time) each,
+        committed by one call from ``called`` to ``replied`` (Unix s)."""
+        self.metrics.hop(
+            "normalized_wait", [max(0.0, r - int(e[: e.find("-")]) / 1000) for e, r in timed]
+        )
+        first = timed[0][1]
+        if all(r == first for _, r in timed):  # read by one handle call: the usual case
+            self.metrics.hop_all("decide", max(0.0, called - first), len(timed))
+        else:  # some were held for their base since an earlier call
+            for read, count in Counter(r for _, r in timed).items():
+                self.metrics.hop_all("decide", max(0.0, called - read), count)
+        self.metrics.hop_all("commit", replied - called, len(timed))
 
     async def _look_for_earlier(self, items: Sequence[_Item]) -> None:
         """For patches whose base is still ahead after ``base_ahead_wait``: is an earlier
@@ -381,7 +411,9 @@ class ExecuteStage:
             )
         if patch.base > doc.rev:
             now = time.monotonic()
-            waiting = self.waiting.setdefault(entry[0], _Waiting(entry, now, now + _WAIT_STEP))
+            waiting = self.waiting.setdefault(
+                entry[0], _Waiting(entry, now, now + _WAIT_STEP, read_at=self._read_at)
+            )
             waited = now - waiting.since
             if waited < self.settings.base_ahead_wait or (
                 # Not looked for an earlier entry of the document yet (the next round
@@ -512,10 +544,13 @@ class ExecuteStage:
             int(self.settings.outcome_ttl * 1000),
         ]
         failpoint("execute.before_commit")
+        called = time.time()
         reply: Any = await self.scripts.commit(keys=keys, args=args)
+        replied = time.time()
         failpoint("execute.after_commit")
         out = [(reply[i].decode(), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
         for d, (status, rev) in zip(decisions, out, strict=True):
+            d.called, d.replied = called, replied
             self._log_decided(d, status, rev)
         return out
 

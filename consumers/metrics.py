@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from prometheus_client import Counter, Histogram
@@ -26,8 +26,12 @@ __all__ = [
     "BATCH_SECONDS",
     "CLAIMED",
     "DEAD",
+    "EXECUTE_HOPS",
     "EXECUTE_STATUSES",
+    "HOP",
+    "HOP_BUCKETS",
     "LATENCY_BUCKETS",
+    "NORMALIZE_HOPS",
     "NORMALIZE_STATUSES",
     "OUTCOMES",
     "PROCESSED",
@@ -39,6 +43,8 @@ __all__ = [
     "StageMetrics",
     "dead_lettered",
     "observe_many",
+    "observe_same",
+    "since_id",
     "submitted_ms",
 ]
 
@@ -95,6 +101,26 @@ SUBMIT_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+HOP_BUCKETS = (
+    0.0001, 0.0002, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015,
+    0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Fine below 20 ms, where a hop of a pipeline that keeps up lies (``patchlog bench``
+interpolates its p50 and p99 in these buckets); up to a minute for a patch that waits
+for its base."""
+HOP = Histogram(
+    "patchlog_hop_seconds",
+    "Seconds one patch spent in one hop of its way through a stage: normalize's "
+    "ingress_wait (the ingress entry id's time to the read that handled it) and normalize "
+    "(that read to its forward script's reply); execute's normalized_wait (the normalized "
+    "entry id's time to its read), decide (that read to the commit script call) and "
+    "commit (the call to its reply)",
+    ["stage", "hop"],
+    buckets=HOP_BUCKETS,
+)
+NORMALIZE_HOPS = ("ingress_wait", "normalize")
+EXECUTE_HOPS = ("normalized_wait", "decide", "commit")
+
 NORMALIZE_STATUSES = ("forwarded", "rejected")
 EXECUTE_STATUSES = ("committed", "rejected", "duplicate", "noop", "fenced")
 _NO_LATENCY = frozenset({"fenced"})  # not decided by this worker: its new owner observes it
@@ -109,6 +135,13 @@ def submitted_ms(src: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def since_id(ids: Iterable[str], now: float) -> list[float]:
+    """Seconds from the time of each stream entry id of ``ids`` (its milliseconds part:
+    the server's clock at XADD) to ``now`` (Unix seconds), never below 0."""
+    now_ms = now * 1000
+    return [max(0.0, now_ms - int(i[: i.find("-")])) / 1000 for i in ids]
+
+
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe`` each of ``values``, writing each bucket touched once.
 
@@ -120,7 +153,13 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+    if (
+        len(values) == 1  # the same two writes, without the tally (a quiet pipeline's batch)
+        or bounds is None
+        or buckets is None
+        or total is None
+        or len(bounds) != len(buckets)
+    ):
         for value in values:
             histogram.observe(value)
         return
@@ -132,13 +171,30 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
         buckets[index].inc(count)
 
 
+def observe_same(histogram: Histogram, value: float, count: int) -> None:
+    """``histogram.observe(value)`` ``count`` times, in one write per series: the time
+    that a whole batch or commit call took, counted for each of its patches."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for _ in range(count):
+            histogram.observe(value)
+        return
+    if count > 0:
+        total.inc(value * count)
+        buckets[bisect.bisect_left(bounds, value)].inc(count)
+
+
 class StageMetrics:
     """The series of one stage, created with the stage (at zero, so that rates and
     alerts have data from the start). A batch's entries are noted as they are decided
-    (``outcome``, ``decided``) and counted once its writes returned (``flush``)."""
+    (``outcome``, ``decided``) and counted once its writes returned (``flush``); the
+    time its patches spent in each hop of the stage is observed per batch (``hop``)."""
 
-    def __init__(self, stage: str, statuses: Sequence[str]) -> None:
+    def __init__(self, stage: str, statuses: Sequence[str], hops: Sequence[str] = ()) -> None:
         self.stage = stage
+        self._hops = {h: HOP.labels(stage, h) for h in hops}
         self._outcomes = {s: OUTCOMES.labels(stage, s) for s in statuses}
         self._rejections = {c.value: REJECTIONS.labels(stage, c.value) for c in RejectCode}
         self._latency = {
@@ -166,6 +222,14 @@ class StageMetrics:
         status = outcome.status.value
         rebased = behind and (status in _REBASED or code == RejectCode.CONFLICT.value)
         self._noted.append((status, code, outcome.src, rebased))
+
+    def hop(self, name: str, seconds: Sequence[float]) -> None:
+        """Observe hop ``name`` of this stage, one value per patch (``HOP``)."""
+        observe_many(self._hops.get(name) or HOP.labels(self.stage, name), seconds)
+
+    def hop_all(self, name: str, seconds: float, count: int) -> None:
+        """Observe hop ``name`` of this stage taking ``seconds`` for ``count`` patches."""
+        observe_same(self._hops.get(name) or HOP.labels(self.stage, name), seconds, count)
 
     def retried(self, count: int) -> None:
         """Count ``count`` patches decided again after losing the head race."""

@@ -14,7 +14,7 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.messages import NormalizedPatch, encode_normalized
-from patchlog.consumers.metrics import NORMALIZE_STATUSES, StageMetrics
+from patchlog.consumers.metrics import NORMALIZE_HOPS, NORMALIZE_STATUSES, StageMetrics, since_id
 from patchlog.consumers.runner import SCRIPT_BYTES, Entry, parse_id, rejection
 from patchlog.projections.diff import parse_diff
 from patchlog.projections.patch import normalize
@@ -82,7 +82,7 @@ class NormalizeStage:
         self.stream = self.keys.patches
         self.rejected = 0
         self.forwarded = 0
-        self.metrics = StageMetrics(NORMALIZE, NORMALIZE_STATUSES)
+        self.metrics = StageMetrics(NORMALIZE, NORMALIZE_STATUSES, NORMALIZE_HOPS)
 
     def identify(self, entry: Entry) -> tuple[str, str, str]:
         """Best-effort (patch id, doc, ingress entry id) of a raw ingress entry."""
@@ -101,19 +101,20 @@ class NormalizeStage:
         ``SCRIPT_BYTES`` of entries, so that a batch of the largest patches does not hold
         the server for long, and the event loop gets a turn between entries that take
         long to check, so that the lease is renewed (a busy worker is not a dead one)."""
+        read = time.time()  # the runner hands a batch over as soon as it read it
         chunk: list[Entry] = []
         size = 0
         for entry in entries:
             weight = sum(len(k) + len(v) for k, v in entry[1].items())
             if chunk and size + weight > SCRIPT_BYTES:
-                await self._handle(consumer, chunk)
+                await self._handle(consumer, chunk, read)
                 chunk, size = [], 0
             chunk.append(entry)
             size += weight
         if chunk:
-            await self._handle(consumer, chunk)
+            await self._handle(consumer, chunk, read)
 
-    async def _handle(self, consumer: str, entries: Sequence[Entry]) -> None:
+    async def _handle(self, consumer: str, entries: Sequence[Entry], read: float) -> None:
         started = time.perf_counter()
         turn = time.monotonic()
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
@@ -167,8 +168,22 @@ class NormalizeStage:
         failpoint("normalize.before_forward")
         results: Any = await self.scripts.forward(keys=keys, args=args)
         failpoint("normalize.after_forward")
-        self.metrics.flush(time.time_ns() // 1_000_000, results)
+        done = time.time()
+        self.metrics.flush(int(done * 1000), results)
+        self._hops(entries, results, read, done)
         _log_decided(told, results, time.perf_counter() - started)
+
+    def _hops(
+        self, entries: Sequence[Entry], results: Sequence[bytes], read: float, done: float
+    ) -> None:
+        """Observe this batch's ingress waits and its normalize time, for each entry
+        decided here (one answered ``fenced`` is its new owner's to observe)."""
+        if b"fenced" in results:
+            ids = [e[0] for e, r in zip(entries, results, strict=True) if r != b"fenced"]
+        else:
+            ids = [e[0] for e in entries]
+        self.metrics.hop("ingress_wait", since_id(ids, read))
+        self.metrics.hop_all("normalize", done - read, len(ids))
 
 
 def _log_decided(told: list[dict[str, Any]], results: Sequence[bytes], seconds: float) -> None:

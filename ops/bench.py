@@ -4,14 +4,15 @@ It starts a fresh embedded server (or uses a URL, in its own namespace) and stag
 processes, seeds documents through the pipeline, then offers load for a fixed time:
 closed loop (one patch in flight per client and document, based on the last head that
 client saw) or open loop (a fixed rate). The outcomes stream is tailed to time every
-patch from submit to outcome. CPU time of each stage process comes from /proc, the
-server's from INFO. The baselines of ``ops.baselines`` run on the same server.
+patch from submit to outcome, and ``ops.benchhops`` says where that time went, hop by
+hop. CPU time of each stage process comes from /proc, the server's from INFO. The
+baselines of ``ops.baselines`` run on the same server. Each run reports the server's
+``appendfsync`` (read from it) and the durability mode its clients submitted in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -21,23 +22,41 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from patchlog.ops.benchhops import (
+    OUTCOME_SEEN,
+    Samples,
+    hop_figures,
+    scrape_workers,
+    seen_figures,
+    total,
+)
 from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import quiet_gc
-from patchlog.ops.load import SCENARIOS, Appender, Load, Scenario, seed, tail
+from patchlog.ops.load import (
+    SCENARIOS,
+    Appender,
+    Load,
+    Pacer,
+    Scenario,
+    offered_rate,
+    plan_runs,
+    seed,
+    tail,
+)
 from patchlog.ops.supervisor import Supervisor
-from patchlog.streams.connection import connect
+from patchlog.streams.connection import connect, read_persistence
+from patchlog.streams.errors import ServerRefused
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import die_with_parent, free_port
-from patchlog.streams.settings import Fsync, Settings
+from patchlog.streams.settings import Durability, Fsync, Settings
 
 __all__ = ["SCENARIOS", "BenchResult", "Scenario", "run_bench", "run_scenario"]
 
@@ -64,6 +83,16 @@ class BenchResult(msgspec.Struct, kw_only=True):
     commit_retries_per_patch: float | None = None
     """Patches decided again after losing the head race, per committed patch (from the
     execute workers' /metrics); ``None`` for the naive pipeline."""
+    appendfsync: str | None = None
+    """The server's ``appendfsync`` as it said during the run (``CONFIG GET``);
+    ``None`` if it would not say."""
+    durability: str = Durability.NORMAL.value
+    """``strict``: the clients' submissions waited for the fsync (``WAITAOF``)."""
+    hops_ms: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
+    """Per hop (``ops.benchhops.HOPS``): count, mean, p50 and p99 in ms; empty for the
+    naive pipeline."""
+    rate_basis: str = ""
+    """Where an open-loop rate derived from a measured maximum came from."""
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -105,10 +134,14 @@ async def run_scenario(
     progress: Any = None,
     naive: bool = False,
     fsync: Fsync = Fsync.ALWAYS,
+    durability: Durability = Durability.NORMAL,
 ) -> BenchResult:
     """Run one scenario for ``seconds`` of measured load (after 1 s of warm-up), on
     patchlog's workers or, with ``naive``, on the naive pipeline's process instead;
-    ``fsync`` is the embedded server's ``appendfsync`` (without ``url``)."""
+    ``fsync`` is the embedded server's ``appendfsync`` (without ``url``); in strict
+    ``durability`` each batch of submissions waits for the server's fsync.
+
+    Raises ``ServerRefused`` for strict durability on a server without ``WAITAOF``."""
     with quiet_gc():  # the clients' own pauses would count as the pipeline's latency
         return await _measure(
             scenario,
@@ -119,6 +152,7 @@ async def run_scenario(
             progress=progress,
             naive=naive,
             fsync=fsync,
+            durability=durability,
         )
 
 
@@ -132,11 +166,17 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
     progress: Any,
     naive: bool,
     fsync: Fsync,
+    durability: Durability,
 ) -> BenchResult:
     folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
     namespace = f"bench{random.randrange(1 << 30):x}"
     settings = Settings(
-        redis_url=url, data_dir=str(folder), port=free_port(), namespace=namespace, fsync=fsync
+        redis_url=url,
+        data_dir=str(folder),
+        port=free_port(),
+        namespace=namespace,
+        fsync=fsync,
+        durability=durability,
     )
     supervisor = Supervisor(
         settings,
@@ -149,14 +189,16 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
     failed = True
     try:
         await supervisor.start()
+        strict = _check_waitaof(supervisor, durability)
         redis = connect(settings, supervisor.url, name="patchlog-bench", block_ms=1000)
         parts.redis = redis
+        appendfsync = (await read_persistence(redis)).appendfsync
         if naive:
             parts.baseline = await _start_naive(supervisor.url, namespace)
         if supervisor.url.startswith("redis://"):
             parts.appender = Appender(supervisor.url)
             await parts.appender.open()
-        load = Load(redis, settings, scenario, seed=11, appender=parts.appender)
+        load = Load(redis, settings, scenario, seed=11, appender=parts.appender, fsynced=strict)
         await seed(redis, settings, load, alive=lambda: all(w.alive for w in supervisor.workers))
         start_id: Any = (await redis.xinfo_stream(settings.keys.outcomes))["last-generated-id"]
         resend: asyncio.Queue[list[int]] = asyncio.Queue()
@@ -164,11 +206,9 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
             tail(redis, settings.keys.outcomes, start_id.decode(), load, parts.stop, resend)
         )
         # The stages' CPU per patch; the health prober (and a projector) are not the load.
-        pids = {
-            w.name: w.process.pid
-            for w in supervisor.workers
-            if w.process and w.stage in (NORMALIZE, EXECUTE)
-        }
+        stages = [w for w in supervisor.workers if w.process and w.stage in (NORMALIZE, EXECUTE)]
+        pids = {w.name: w.process.pid for w in stages if w.process}
+        ports = [w.metrics_port for w in stages if w.metrics_port]
         if parts.baseline is not None:
             pids["naive"] = parts.baseline.pid
         began = time.perf_counter()
@@ -179,11 +219,11 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         if rate is None:
             await load.submit(list(range(len(load.slots))))
         next_tick = time.perf_counter()
-        cursor = 0
+        pacer = Pacer(rate or 0.0, len(load.slots))
         while True:
             now = time.perf_counter()
             if not load.measuring and now >= warm_until:
-                before = await _snapshot(redis, settings, supervisor, pids)
+                before = await _snapshot(redis, settings, ports, pids)
                 load.measuring = True  # the window opens after the slow reads
                 t0 = time.perf_counter()
             if now >= until:
@@ -197,40 +237,69 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
                     continue
                 await load.submit(ready)
             else:
-                step = 0.005
-                count = max(1, round(rate * step))
-                picks = [(cursor + k) % len(load.slots) for k in range(count)]
-                cursor = (cursor + count) % len(load.slots)
-                await load.submit(picks)
-                next_tick += step
+                await load.submit(pacer.tick())
+                next_tick += Pacer.STEP
                 await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
         load.measuring = False  # the window closes before the slow reads
         elapsed = time.perf_counter() - t0
-        after = await _snapshot(redis, settings, supervisor, pids)
-        committed = max(1, load.committed)
-        cpu = {name: (after.cpu[name] - before.cpu[name]) / committed * 1e6 for name in after.cpu}
-        cpu["server"] = (after.server - before.server) / committed * 1e6
-        new_revs = max(1, after.revisions - before.revisions)
-        retries = (after.retries - before.retries) / committed
-        result = BenchResult(
-            scenario=scenario.name + (" (naive)" if naive else ""),
-            mode="closed" if rate is None else f"open {rate:g}/s",
-            seconds=elapsed,
-            submitted=load.submitted,
-            committed=load.committed,
-            outcomes=dict(sorted(load.counts.items())),
-            committed_per_s=load.committed / elapsed,
-            latency_ms=_percentiles(load.latencies),
-            cpu_us_per_patch={k: round(v, 1) for k, v in cpu.items()},
-            server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
-            server_memory_bytes=after.memory,
-            memory_per_million_revisions=(after.memory - before.memory) / new_revs * 1e6,
-            commit_retries_per_patch=None if naive else retries,
-        )
+        after = await _snapshot(redis, settings, ports, pids)
+        result = _result(scenario, rate, load, elapsed, (before, after), naive=naive)
+        result.appendfsync, result.durability = appendfsync, durability.value
         failed = False
         return result
     finally:
         await parts.tear_down(failed=failed)
+
+
+def _result(
+    scenario: Scenario,
+    rate: float | None,
+    load: Load,
+    elapsed: float,
+    edges: tuple[_Snapshot, _Snapshot],
+    *,
+    naive: bool,
+) -> BenchResult:
+    """The figures of a measured window, from the counters read at its ``edges``."""
+    before, after = edges
+    committed = max(1, load.committed)
+    cpu = {name: (after.cpu[name] - before.cpu[name]) / committed * 1e6 for name in after.cpu}
+    cpu["server"] = (after.server - before.server) / committed * 1e6
+    new_revs = max(1, after.revisions - before.revisions)
+    hops: dict[str, dict[str, float]] = {}
+    if not naive:
+        hops = hop_figures(before.metrics, after.metrics)
+        hops[OUTCOME_SEEN] = seen_figures(load.seen)
+    return BenchResult(
+        scenario=scenario.name + (" (naive)" if naive else ""),
+        mode="closed" if rate is None else f"open {rate:g}/s",
+        seconds=elapsed,
+        submitted=load.submitted,
+        committed=load.committed,
+        outcomes=dict(sorted(load.counts.items())),
+        committed_per_s=load.committed / elapsed,
+        latency_ms=_percentiles(load.latencies),
+        cpu_us_per_patch={k: round(v, 1) for k, v in cpu.items()},
+        server_ceiling_per_s=1e6 / cpu["server"] if cpu["server"] > 0 else 0.0,
+        server_memory_bytes=after.memory,
+        memory_per_million_revisions=(after.memory - before.memory) / new_revs * 1e6,
+        commit_retries_per_patch=None if naive else (after.retries - before.retries) / committed,
+        hops_ms={k: {f: round(v, 3) for f, v in fig.items()} for k, fig in hops.items()},
+    )
+
+
+def _check_waitaof(supervisor: Supervisor, durability: Durability) -> bool:
+    """Whether ``durability`` is strict; refuses it where the server has no
+    ``WAITAOF``, as ``Client`` does."""
+    if durability is not Durability.STRICT:
+        return False
+    info = supervisor.info
+    if info is not None and info.product == "redis" and info.version < (7, 2, 0):
+        raise ServerRefused(
+            "strict durability needs WAITAOF (Redis 7.2 or later, or Valkey); "
+            f"this server is Redis {'.'.join(map(str, info.version))}"
+        )
+    return True
 
 
 class _Snapshot(msgspec.Struct):
@@ -238,20 +307,26 @@ class _Snapshot(msgspec.Struct):
 
     cpu: dict[str, float] = msgspec.field(default_factory=dict)
     server: float = 0.0
-    retries: float = 0.0
+    metrics: Samples = msgspec.field(default_factory=dict)
+    """The stage workers' ``patchlog_`` samples, summed over the workers."""
     memory: int = 0
     revisions: int = 0
 
+    @property
+    def retries(self) -> float:
+        """Commit retries so far, summed over the execute workers (0 if none answers)."""
+        return total(self.metrics, "patchlog_commit_retries_total")
+
 
 async def _snapshot(
-    redis: Redis, settings: Settings, supervisor: Supervisor, pids: dict[str, int]
+    redis: Redis, settings: Settings, ports: Sequence[int], pids: dict[str, int]
 ) -> _Snapshot:
     cpu = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     cpu["bench"] = time.process_time()
     server = await _server_cpu(redis)
     memory = int((await redis.info("memory"))["used_memory"])
     revisions = int(await redis.xlen(settings.keys.revisions))
-    return _Snapshot(cpu, server, await _retries(supervisor), memory, revisions)
+    return _Snapshot(cpu, server, await scrape_workers(ports), memory, revisions)
 
 
 class _Parts:
@@ -331,27 +406,6 @@ def _free_ports(count: int) -> int:
     raise OSError(f"no {count} consecutive free ports found")
 
 
-def _scrape(port: int) -> float:
-    """``patchlog_commit_retries_total`` of the worker serving /metrics on ``port``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
-        text = reply.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "patchlog_commit_retries_total":
-                return float(sample.value)
-    return 0.0
-
-
-async def _retries(supervisor: Supervisor) -> float:
-    """Commit retries so far, summed over the execute workers (0 if none answers)."""
-    total = 0.0
-    for worker in supervisor.workers:
-        if worker.stage == EXECUTE and worker.metrics_port:
-            with contextlib.suppress(OSError):
-                total += await asyncio.to_thread(_scrape, worker.metrics_port)
-    return total
-
-
 async def _start_naive(url: str, namespace: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "patchlog.ops.baselines", url, namespace,
@@ -382,42 +436,48 @@ async def run_bench(
     out: Path | None,
     min_ratio: float | None,
     fsync: Fsync = Fsync.ALWAYS,
+    durability: Durability = Durability.NORMAL,
 ) -> int:
-    """Run scenarios and baselines, print a table, write JSON; the exit status.
+    """Run scenarios and baselines, print the tables, write JSON; the exit status.
 
     With baselines, the naive pipeline runs under the default scenario's load right
     after patchlog's default run, and the ratio is default over naive, both measured
-    the same way (closed or open loop, same clients, same seconds).
+    the same way (closed or open loop, same clients, same seconds). Raises
+    ``ValueError`` as ``plan_runs`` does, before anything runs.
     """
     from rich.console import Console  # noqa: PLC0415 - only the bench needs rich
     from rich.progress import Progress  # noqa: PLC0415
 
+    from patchlog.ops.benchtable import report  # noqa: PLC0415 - only with rich
+
     console = Console(stderr=True)
-    runs: list[tuple[str, bool]] = [(name, False) for name in names]
-    if baselines and "default" in names:
-        runs.insert(names.index("default") + 1, ("default", True))
+    runs = plan_runs(names, baselines=baselines, rate=rate)
     results: list[BenchResult] = []
     with Progress(console=console, transient=True) as bar:
         for name, naive in runs:
             label = f"{name} (naive)" if naive else name
             task = bar.add_task(f"{label}: starting", total=1.0)
 
-            def report(done: float, committed: int, task: Any = task, label: str = label) -> None:
+            def told(done: float, committed: int, task: Any = task, label: str = label) -> None:
                 bar.update(task, completed=done, description=f"{label}: {committed:,} committed")
 
-            results.append(
-                await run_scenario(
-                    SCENARIOS[name],
-                    seconds=seconds,
-                    rate=rate,
-                    url=url,
-                    normalize_workers=normalize_workers,
-                    execute_workers=execute_workers,
-                    progress=report,
-                    naive=naive,
-                    fsync=fsync,
-                )
+            scenario = SCENARIOS[name]
+            default = next((r.committed_per_s for r in results if r.scenario == "default"), None)
+            run_rate, basis = offered_rate(scenario, rate, default)
+            result = await run_scenario(
+                scenario,
+                seconds=seconds,
+                rate=run_rate,
+                url=url,
+                normalize_workers=normalize_workers,
+                execute_workers=execute_workers,
+                progress=told,
+                naive=naive,
+                fsync=fsync,
+                durability=durability,
             )
+            result.rate_basis = basis
+            results.append(result)
             bar.update(task, completed=1.0)
     base: dict[str, float] = {}
     if baselines:
@@ -428,13 +488,8 @@ async def run_bench(
     if "default" in by_name and "default (naive)" in by_name:
         ratio = by_name["default"].committed_per_s / by_name["default (naive)"].committed_per_s
     out_console = Console(width=None if console.is_terminal else 200)
-    _report(out_console, results, base, ratio, (normalize_workers, execute_workers))
-    # Durability costs throughput: a figure means little without the policy it ran with.
-    out_console.print(
-        f"server: {redact(url)} (its own appendfsync)"
-        if url
-        else f"embedded server: appendfsync {fsync}"
-    )
+    report(out_console, results, base, ratio, (normalize_workers, execute_workers))
+    out_console.print(f"server: {redact(url)}" if url else f"embedded server, asked for {fsync}")
     if out is not None:
         payload = {
             "machine": {"cores": os.cpu_count()},
@@ -442,6 +497,7 @@ async def run_bench(
             "baselines": base,
             "ratio_vs_naive": ratio,
             "fsync": None if url else fsync.value,
+            "durability": durability.value,
         }
         await asyncio.to_thread(out.write_text, json.dumps(payload, indent=2) + "\n")
         out_console.print(f"figures written to {out}")
@@ -476,52 +532,3 @@ async def _alone(url: str | None, *, count: int, fsync: Fsync) -> dict[str, floa
         if server is not None:
             await server.stop()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _report(
-    console: Any,
-    results: list[BenchResult],
-    base: dict[str, float],
-    ratio: float | None,
-    workers: tuple[int, int],
-) -> None:
-    from rich.table import Table  # noqa: PLC0415
-
-    table = Table(
-        title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute); "
-        "CPU in microseconds per committed patch, summed over a stage's workers"
-    )
-    columns = ("scenario", "mode", "committed/s", "p50 ms", "p99 ms", "max ms", "normalize us",
-               "execute us", "server us", "client us", "server ceiling/s", "rejected",
-               "retries")  # fmt: skip
-    for column in columns:
-        table.add_column(column, justify="left" if column == "scenario" else "right")
-    for r in results:
-        cpu = r.cpu_us_per_patch
-        summed: dict[str, float] = {}
-        for name, value in cpu.items():  # several workers of a stage: their sum
-            summed[name.split("-")[0]] = summed.get(name.split("-")[0], 0.0) + value
-        stage = {name: f"{value:.1f}" for name, value in summed.items()}
-        if "naive" in stage:  # one process does both stages' work
-            stage["execute"] = f"{stage['naive']} (both)"
-        table.add_row(
-            r.scenario, r.mode, f"{r.committed_per_s:,.0f}", f"{r.latency_ms['p50']:.1f}",
-            f"{r.latency_ms['p99']:.1f}", f"{r.latency_ms['max']:.1f}",
-            stage.get("normalize", "-"), stage.get("execute", "-"), stage["server"],
-            stage["bench"], f"{r.server_ceiling_per_s:,.0f}",
-            f"{1 - r.outcomes.get('committed', 0) / max(1, sum(r.outcomes.values())):.1%}",
-            "-" if r.commit_retries_per_patch is None else f"{r.commit_retries_per_patch:.2f}",
-        )  # fmt: skip
-    console.print(table)
-    if ratio is not None:
-        console.print(f"default: {ratio:.1f}x the naive pipeline under the same load")
-    if base:
-        console.print(
-            f"alone on a server: raw ceiling {base['raw_ceiling_per_s']:,.0f} entries/s; naive "
-            f"pipeline draining a backlog {base['naive_alone_per_s']:,.0f} patches/s"
-        )
-    for r in results:
-        console.print(
-            f"{r.scenario}: server memory {r.server_memory_bytes / 2**20:,.0f} MiB, "
-            f"{r.memory_per_million_revisions / 2**30:.2f} GiB per million revisions"
-        )

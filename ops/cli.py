@@ -421,8 +421,9 @@ def demo(ctx: click.Context, patches: int, agents: int, n_docs: int, keep: bool)
     "--scenario",
     "scenarios",
     multiple=True,
-    type=click.Choice(["default", "hot", "large", "diff"]),
-    help="Workload (repeatable; default: default).",
+    type=click.Choice(["default", "hot", "large", "diff", "light"]),
+    help="Workload (repeatable; default: default). light: open loop at a quarter of the "
+    "default scenario's committed/s in this run (run default before it), else of --rate.",
 )
 @click.option("--seconds", default=10.0, show_default=True, help="Measured seconds per scenario.")
 @click.option("--rate", type=float, help="Open loop at this many patches/s (default: closed loop).")
@@ -447,11 +448,17 @@ def bench(
 ) -> None:
     """Measure the pipeline on a fresh embedded server (or --redis-url) beside baselines."""
     from patchlog.ops.bench import run_bench  # noqa: PLC0415
+    from patchlog.ops.load import plan_runs  # noqa: PLC0415
 
     settings = settings_of(ctx)
+    names = list(scenarios) or ["default"]
+    try:
+        plan_runs(names, baselines=baselines, rate=rate)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     status = run(
         run_bench(
-            list(scenarios) or ["default"],
+            names,
             seconds=seconds,
             rate=rate,
             url=settings.redis_url,
@@ -461,6 +468,7 @@ def bench(
             out=Path(json_out) if json_out else None,
             min_ratio=min_ratio,
             fsync=settings.fsync,
+            durability=settings.durability,
         )
     )
     sys.exit(status)

@@ -1,4 +1,5 @@
-"""The bench's offered load: scenarios, simulated clients and their submissions.
+"""The bench's offered load: scenarios, the order of a bench's runs and their rates,
+simulated clients and their submissions.
 
 Clients submit with plain pipelined XADDs over one connection (``Appender``), so that
 the load generator, which shares the machine with the pipeline it measures, costs as
@@ -25,7 +26,17 @@ from patchlog.projections.patch import apply, normalize
 from patchlog.streams.schema import Insert
 from patchlog.streams.settings import Settings
 
-__all__ = ["SCENARIOS", "Appender", "Load", "Scenario", "seed", "tail"]
+__all__ = [
+    "SCENARIOS",
+    "Appender",
+    "Load",
+    "Pacer",
+    "Scenario",
+    "offered_rate",
+    "plan_runs",
+    "seed",
+    "tail",
+]
 
 
 class Scenario(msgspec.Struct, frozen=True):
@@ -39,6 +50,9 @@ class Scenario(msgspec.Struct, frozen=True):
     """Share of patches based a revision or two behind the head the client saw."""
     diff: bool = False
     """Send unified diffs instead of ops."""
+    share: float | None = None
+    """Open loop at this share of the pipeline's maximum (``offered_rate``); ``None``:
+    closed loop, or the bench's ``--rate``."""
 
 
 SCENARIOS = {
@@ -46,7 +60,73 @@ SCENARIOS = {
     "hot": Scenario("hot", docs=5, lines=100, clients=50, stale=0.3),
     "large": Scenario("large", docs=20, lines=100_000, clients=20),
     "diff": Scenario("diff", docs=1000, lines=100, clients=20, diff=True),
+    "light": Scenario("light", docs=1000, lines=100, clients=20, share=0.25),
 }
+
+
+def plan_runs(
+    names: Sequence[str], *, baselines: bool, rate: float | None
+) -> list[tuple[str, bool]]:
+    """The runs of a bench in order, as (scenario, naive): each scenario, and with
+    ``baselines`` the naive pipeline right after patchlog's default.
+
+    Raises ``ValueError`` for an unknown scenario, and for one that runs at a share of
+    the maximum (``light``) with no maximum to take it from: neither a default run
+    before it nor ``rate``.
+    """
+    for i, name in enumerate(names):
+        if name not in SCENARIOS:
+            raise ValueError(f"no scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        if SCENARIOS[name].share is not None and rate is None and "default" not in names[:i]:
+            raise ValueError(
+                f"the {name} scenario offers a share of the maximum throughput: run the "
+                "default scenario before it (its committed/s is the maximum), or give --rate"
+            )
+    runs = [(name, False) for name in names]
+    if baselines and "default" in names:
+        runs.insert(list(names).index("default") + 1, ("default", True))
+    return runs
+
+
+def offered_rate(
+    scenario: Scenario, rate: float | None, default: float | None
+) -> tuple[float | None, str]:
+    """A scenario's open-loop rate (``None``: closed loop) and, for one offered a share
+    of the maximum, where the maximum came from: ``default``, the committed/s that the
+    default scenario measured earlier in the same bench, if it ran, else ``rate``."""
+    if scenario.share is None:
+        return rate, ""
+    if default is not None:
+        maximum, source = default, "the default scenario's committed/s"
+    elif rate is not None:
+        maximum, source = rate, "--rate"
+    else:
+        raise ValueError(f"no maximum to offer {scenario.name} a share of")
+    basis = f"{scenario.share:.0%} of {maximum:,.0f}/s ({source})"
+    return round(maximum * scenario.share), basis
+
+
+class Pacer:
+    """Open loop: the slots to send to at each tick, the slots in turn, so many that
+    they average ``rate`` a second (a rate below 200/s sends one every few ticks)."""
+
+    STEP = 0.005
+    """Seconds between two ticks."""
+
+    def __init__(self, rate: float, slots: int) -> None:
+        self.rate = rate
+        self.slots = slots
+        self.cursor = 0
+        self.owed = 0.0  # patches due and not sent yet (a fraction)
+
+    def tick(self) -> list[int]:
+        """The slots to send to now."""
+        self.owed += self.rate * self.STEP
+        count = int(self.owed)
+        self.owed -= count
+        picks = [(self.cursor + k) % self.slots for k in range(count)]
+        self.cursor = (self.cursor + count) % self.slots
+        return picks
 
 
 class Load:
@@ -59,9 +139,13 @@ class Load:
         scenario: Scenario,
         seed: int,
         appender: Appender | None = None,
+        *,
+        fsynced: bool = False,
     ) -> None:
         self.redis = redis
         self.appender = appender
+        self.fsynced = fsynced
+        """Strict durability: a submission counts once the server fsynced it (WAITAOF)."""
         self.keys = settings.keys
         self.scenario = scenario
         self.rng = random.Random(seed)
@@ -72,6 +156,8 @@ class Load:
         self.content: dict[str, list[str]] = {}
         self.sent: dict[str, tuple[float, int]] = {}  # patch id -> (submit time, slot)
         self.latencies: list[float] = []
+        self.seen: list[float] = []
+        """Seconds from each outcome's ``at`` to the tail reading it."""
         self.counts: dict[str, int] = {}
         self.committed = 0
         self.submitted = 0
@@ -107,22 +193,31 @@ class Load:
         return patch_id, fields
 
     async def submit(self, slots: list[int]) -> None:
-        """Send the next patch of each slot (one pipelined write)."""
+        """Send the next patch of each slot (one pipelined write; none for no slot)."""
+        if not slots:
+            return
         batch = [(slot, *self.next_fields(slot)) for slot in slots]
         now = time.perf_counter()
         for slot, patch_id, _ in batch:
             self.sent[patch_id] = (now, slot)
         if self.appender is not None:
-            await self.appender.xadd(self.keys.patches, [fields for _, _, fields in batch])
+            await self.appender.xadd(
+                self.keys.patches, [fields for _, _, fields in batch], fsynced=self.fsynced
+            )
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for _, _, fields in batch:
                     pipe.xadd(self.keys.patches, fields)  # type: ignore[arg-type]
-                await pipe.execute()
+                if self.fsynced:
+                    pipe.execute_command("WAITAOF", 1, 0, _FSYNC_MS)
+                replies = await pipe.execute()
+            if self.fsynced:
+                _check_fsynced(replies[-1])
         self.submitted += len(batch) if self.measuring else 0
 
-    def settle(self, fields: dict[bytes, bytes], now: float) -> int | None:
-        """Record one outcome; return the slot that may send again."""
+    def settle(self, fields: dict[bytes, bytes], now: float, wall: float) -> int | None:
+        """Record one outcome read at ``now`` (``perf_counter``) and ``wall`` (Unix s);
+        return the slot that may send again."""
         patch_id = fields[b"id"].decode()
         sent = self.sent.pop(patch_id, None)
         if sent is None:
@@ -141,12 +236,22 @@ class Load:
             key = status + (f":{code}" if code else "")
             self.counts[key] = self.counts.get(key, 0) + 1
             self.latencies.append(now - started)
+            at = fields.get(b"at")
+            if at is not None:
+                self.seen.append(max(0.0, wall - int(at) / 1000))
             if status == "committed":
                 self.committed += 1
         return slot
 
 
 _LIMITS = Settings().limits
+_FSYNC_MS = 5000  # how long a strict submission waits for its fsync, as ``Client`` does
+
+
+def _check_fsynced(reply: Any) -> None:
+    """Raise ``OSError`` unless a ``WAITAOF 1 0`` reply confirms the local fsync."""
+    if not reply or int(reply[0]) < 1:
+        raise OSError(f"submissions not fsynced within {_FSYNC_MS} ms (WAITAOF said {reply})")
 
 
 async def tail(redis: Redis, stream: str, start: str, load: Load, stop: asyncio.Event,
@@ -157,10 +262,10 @@ async def tail(redis: Redis, stream: str, start: str, load: Load, stop: asyncio.
         reply: Any = await redis.xread({stream: cursor}, count=2000, block=100)
         if not reply:
             continue
-        now = time.perf_counter()
+        now, wall = time.perf_counter(), time.time()
         entries = reply[0][1]
         cursor = entries[-1][0]
-        ready = [s for _, f in entries if (s := load.settle(f, now)) is not None]
+        ready = [s for _, f in entries if (s := load.settle(f, now, wall)) is not None]
         if ready:
             await resend.put(ready)
 
@@ -230,9 +335,12 @@ class Appender:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(self.writer.wait_closed(), self.timeout)
 
-    async def xadd(self, stream: str, batch: Sequence[Mapping[str, str]]) -> None:
-        """Append every entry of ``batch`` to ``stream``; raises ``OSError`` on an error
-        reply or ``TimeoutError``."""
+    async def xadd(
+        self, stream: str, batch: Sequence[Mapping[str, str]], *, fsynced: bool = False
+    ) -> None:
+        """Append every entry of ``batch`` to ``stream`` and, with ``fsynced``, wait for
+        the server's fsync of them (``WAITAOF 1 0``); raises ``OSError`` on an error
+        reply or an fsync not confirmed in time, ``TimeoutError``."""
         key = stream.encode()
         out = []
         for fields in batch:
@@ -240,14 +348,20 @@ class Appender:
             for name, value in fields.items():
                 args += [name.encode(), value.encode()]
             out.append(_command(*args))
-        await self._exchange(b"".join(out), len(batch))
+        if fsynced:
+            out.append(_command(b"WAITAOF", b"1", b"0", b"%d" % _FSYNC_MS))
+        last = await self._exchange(b"".join(out), len(out))
+        if fsynced:
+            _check_fsynced(last)
 
-    async def _exchange(self, data: bytes, replies: int) -> None:
+    async def _exchange(self, data: bytes, replies: int) -> Any:
+        """Send ``data``, read ``replies`` replies; the last one."""
         if self.reader is None or self.writer is None:
             raise OSError("the appender is not open")
         self.writer.write(data)
         await asyncio.wait_for(self.writer.drain(), self.timeout)
         got = 0
+        reply: Any = None
         while got < replies:
             reply = self.parser.gets()
             if reply is False:
@@ -259,6 +373,7 @@ class Appender:
             if isinstance(reply, hiredis.ReplyError):
                 raise OSError(f"the server refused a command: {reply}")
             got += 1
+        return reply
 
 
 def _command(*args: bytes) -> bytes:

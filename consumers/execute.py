@@ -134,6 +134,7 @@ class ExecuteStage:
         self.metrics = StageMetrics(EXECUTE, EXECUTE_STATUSES, EXECUTE_HOPS)
         self._read_at = 0.0  # when the batch in hand was read (Unix s)
         self._owned: set[str] = set()  # ids of this batch found owned by an earlier patch
+        self._pending: tuple[float, PendingByDoc] | None = None  # (good until, the scan)
         self._told: dict[str, int] = {}  # this batch's decisions by outcome, for its log line
 
     # -- runner protocol ---------------------------------------------------------------
@@ -178,7 +179,7 @@ class ExecuteStage:
             raise
         held = sum(1 for entry in entries if entry[0] in self.waiting)
         # A batch that only looked again at patches waiting for their base is debug: it
-        # comes every 100 ms while one waits.
+        # comes every few ms while one waits.
         (log.info if self._told else log.debug)(
             "batch", entries=len(entries), **self._told, held=held,
             seconds=round(time.perf_counter() - started, 6),
@@ -365,7 +366,6 @@ class ExecuteStage:
         entry of their document still pending (held by a dead worker, or read and lost)?
         Looked up at most once a second per patch; rare, so plain reads are fine."""
         now = time.monotonic()
-        pending: PendingByDoc | None = None  # read once, for every patch that needs it
         for entry, patch in items:
             waiting = self.waiting.get(entry[0])
             if (
@@ -376,9 +376,12 @@ class ExecuteStage:
                 or patch.base <= self.docs[patch.doc].rev
             ):
                 continue
-            if pending is None:
-                pending = await pending_by_doc(self.redis, self.keys)
-            found = pending.earlier(patch.doc, patch.src)
+            if self._pending is None or now >= self._pending[0]:
+                # One scan answers every waiting patch for a second: the looks are once a
+                # second per patch anyway, and patches that began to wait at other times
+                # would otherwise each scan every pending entry on their own tick.
+                self._pending = (now + _LOOK_STEP, await pending_by_doc(self.redis, self.keys))
+            found = self._pending[1].earlier(patch.doc, patch.src)
             # Only a look that worked counts: a failed one must not let _plan reject.
             waiting.next_look = now + _LOOK_STEP
             if found is not None and waiting.earlier is None:

@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
-from patchlog.streams.errors import ServerError
+from patchlog.streams.errors import ServerError, ServerUnavailable
 
 __all__ = ["Lease", "LeaseInfo"]
 
@@ -66,8 +66,8 @@ class Lease:
         self.info.renewed = time.time()
         try:
             await self.redis.set(self.key, _ENCODER.encode(self.info), px=self.ttl_ms)
-        except ServerError as err:
-            if "OOM" not in str(err) or not await self.redis.pexpire(self.key, self.ttl_ms):
+        except ServerUnavailable as err:
+            if err.code != "OOM" or not await self.redis.pexpire(self.key, self.ttl_ms):
                 raise
 
     async def start(self) -> None:

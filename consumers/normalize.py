@@ -1,6 +1,6 @@
 """The normalize stage: decode and validate ingress entries, turn diffs into splices,
 check every invariant that needs no snapshot, and forward, in one atomic step per batch
-(forward or reject, and acknowledge)."""
+or per 8 MiB of it (forward or reject, and acknowledge)."""
 
 from __future__ import annotations
 

@@ -50,9 +50,10 @@ __all__ = [
     "trim_older_than",
 ]
 
-# While it holds patches waiting for their base, a worker comes back this often (ms):
-# their predecessor is usually being committed by another worker right now, and each
-# hand-off of a document between two workers costs this long at most.
+# While it holds patches waiting for their base, a worker blocks this long at most (ms)
+# in a read: their predecessor is usually being committed by another worker right now.
+# A busy server answers the read as soon as entries come; an idle one wakes a blocked
+# read only at its own tick (hz 10: about 100 ms), which bounds a hand-off then.
 _HELD_BLOCK_MS = 10
 
 SCRIPT_BYTES = 8 << 20
@@ -216,7 +217,7 @@ class Runner:
                 await self._housekeeping()
             due = self.stage.due()
             if due:
-                await self._process(due)
+                await self._process(due, delivered=False)
             await self._retry_failures()
             entries = await self._read(">")
             if entries:
@@ -243,10 +244,10 @@ class Runner:
         self.log.warning("transient server error", error=_describe(err), streak=self._transient)
 
     async def _read(self, start: str) -> list[Entry]:
-        waiting = bool(self.stage.held()) or bool(self._failures)
+        held = bool(self.stage.held())
         block = (
-            min(self.settings.block_ms, _HELD_BLOCK_MS if waiting else 100)
-            if waiting or self.drain
+            min(self.settings.block_ms, _HELD_BLOCK_MS if held else 100)
+            if held or self._failures or self.drain
             else self.settings.block_ms
         )
         reply: Any = await self.redis.xreadgroup(
@@ -340,14 +341,16 @@ class Runner:
             self.log.warning("taking up forgotten pending entries", count=len(entries))
             await self._process(entries)
 
-    async def _process(self, entries: Sequence[Entry]) -> None:
+    async def _process(self, entries: Sequence[Entry], *, delivered: bool = True) -> None:
         """Hand entries to the stage; never raises. A transient error schedules them
         again without counting a failure; any other error is narrowed down to the
         entry that causes it, which is retried with backoff and, after
-        ``max_deliveries``, dead-lettered."""
-        failpoint(f"{self.stage.name}.after_read")
-        if broken("ack_before_work"):
-            await self.redis.xack(self.stage.stream, self.stage.name, *(e[0] for e in entries))
+        ``max_deliveries``, dead-lettered. ``delivered``: the entries were just read or
+        claimed (not a patch waiting for its base looked at again, nor a retry)."""
+        if delivered:
+            failpoint(f"{self.stage.name}.after_read")
+            if broken("ack_before_work"):
+                await self.redis.xack(self.stage.stream, self.stage.name, *(e[0] for e in entries))
         try:
             with BATCH_SECONDS.labels(self.stage.name).time():
                 await self.stage.handle(self.consumer, entries)
@@ -364,7 +367,7 @@ class Runner:
                 return
             if len(entries) > 1:
                 for entry in entries:
-                    await self._process([entry])
+                    await self._process([entry], delivered=False)
                 return
             await self._failed(entries[0], err)
             return
@@ -409,7 +412,7 @@ class Runner:
         for failure in [f for f in self._failures.values() if f.retry_at <= now]:
             if self.stopping:
                 return
-            await self._process([failure.entry])
+            await self._process([failure.entry], delivered=False)
 
     async def _dead_letter(self, entry: Entry, error: str, deliveries: int) -> None:
         patch_id, doc, src = self.stage.identify(entry)

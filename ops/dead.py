@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
+from patchlog.consumers.runner import parse_id
 from patchlog.projections.patch import to_ops
 from patchlog.streams.codec import ENTRY_CAP, decode_event, entry_digest, entry_text
 from patchlog.streams.errors import CorruptEntry, NotFound, PatchlogError
@@ -240,7 +241,7 @@ def corrupt_row(letter_id: str, reason: str) -> Row:
     """The ``list`` row of a dead letter that does not decode."""
     return Row(
         id=letter_id,
-        at=_order(letter_id)[0],
+        at=parse_id(letter_id)[0],
         stage="?",
         deliveries=0,
         error=reason,
@@ -306,12 +307,6 @@ def patch_json(patch: NormalizedPatch) -> dict[str, Any]:
         "diff": patch.diff is not None,
         "v": patch.v,
     }
-
-
-def _order(entry_id: str) -> tuple[int, int]:
-    """A stream id as (milliseconds, sequence)."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 # -- I/O -------------------------------------------------------------------------------
@@ -416,7 +411,10 @@ async def _retry_one(redis: Redis, keys: Keys, script: AsyncScript, letter: Lett
         stream = stage_stream(keys, letter.dead.stage)
     except Unretryable as err:
         raise Unretryable(f"dead letter {letter.id}: {err}") from None
-    original = await original_of(redis, stream, letter.dead)
+    # The original entry is read only for a letter that does not hold its entry whole.
+    original = (
+        None if _exact(letter.dead) is not None else await original_of(redis, stream, letter.dead)
+    )
     fields = entry_to_retry(letter, stream, original)
     doc, patch_id = identify(letter.dead, fields)
     decided = await _decided(redis, keys, patch_id)  # before: not the retried entry's own
@@ -482,7 +480,7 @@ async def drop_all(redis: Redis, keys: Keys) -> int:
     newest: Any = await redis.xrevrange(keys.dead, "+", "-", count=1)
     if not newest:
         return 0
-    ms, seq = _order(newest[0][0].decode())
+    ms, seq = parse_id(newest[0][0].decode())
     above = f"{ms}-{seq + 1}" if seq < 2**64 - 1 else f"{ms + 1}-0"
     removed: Any = await redis.xtrim(keys.dead, minid=above, approximate=False)
     return int(removed)

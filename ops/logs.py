@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from patchlog.streams.settings import LOG_LEVELS
+
 __all__ = ["LEVEL_ENV", "LineLogger", "configure_logging", "log_level"]
 
 LEVEL_ENV = "PATCHLOG_LOG_LEVEL"
@@ -28,7 +30,7 @@ LEVEL_ENV = "PATCHLOG_LOG_LEVEL"
 # enc_hook=str: a library's record may carry an object msgspec cannot encode, and a log
 # line must never raise.
 _JSON = msgspec.json.Encoder(enc_hook=str)
-_LEVELS = logging.getLevelNamesMapping()
+_LEVELS = {name.upper(): logging.getLevelNamesMapping()[name.upper()] for name in LOG_LEVELS}
 
 
 def _dumps(event: Any, **_: Any) -> str:
@@ -84,7 +86,7 @@ def log_level(level: str | None = None) -> tuple[int, str | None]:
     where = LEVEL_ENV if level is None else "log level"
     return (
         logging.INFO,
-        f"{where}={given!r} is not a level (debug, info, warning, error); using info",
+        f"{where}={given!r} is not a level ({', '.join(LOG_LEVELS)}); using info",
     )
 
 

@@ -37,7 +37,8 @@ __all__ = ["Rates", "Sample", "frame", "rates", "render_text", "run_top", "take_
 
 _COUNTED = ("revisions", "outcomes", "dead", "health")
 """Streams whose rate comes from ``XINFO STREAM`` (the stage streams' from their group).
-Its reply carries the first and last entries too: small in these streams."""
+Its reply carries the first and last entries too: a revision can be up to a patch's size
+(``max_patch_bytes``), read once per refresh."""
 
 
 class Sample(msgspec.Struct, frozen=True):

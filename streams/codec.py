@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 Fields = Mapping[bytes, bytes] | Mapping[str, str] | Iterable[tuple[bytes | str, bytes | str]]
+"""A stream entry's fields: a mapping, or the raw (name, value) pairs of the reply."""
 
 
 class EntryFields(dict[bytes, bytes]):
@@ -64,8 +65,6 @@ def entry_fields(flat: list[bytes]) -> EntryFields:
         fields.repeated = frozenset(repeated)
     return fields
 
-
-"""A stream entry's fields: a mapping, or the raw (name, value) pairs of the reply."""
 
 _OPS_DECODER = msgspec.json.Decoder(tuple[Op, ...])
 _META_DECODER = msgspec.json.Decoder(dict[str, Any])

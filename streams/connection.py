@@ -73,6 +73,15 @@ _TRANSIENT_TYPES = (
     MasterDownError,
     NoScriptError,
 )
+_CODE_OF = {
+    BusyLoadingError: "LOADING",
+    OutOfMemoryError: "OOM",
+    ReadOnlyError: "READONLY",
+    TryAgainError: "TRYAGAIN",
+    MasterDownError: "MASTERDOWN",
+    NoScriptError: "NOSCRIPT",
+}
+"""The code redis-py strips from the replies it maps to these classes."""
 _PIPELINE_PREFIX = " of pipeline caused error: "
 
 
@@ -93,11 +102,12 @@ def translate(err: RedisError | OSError) -> ServerError:
     if isinstance(err, AuthenticationError | AuthorizationError | NoPermissionError):
         return ServerRefused(f"the server refused patchlog's credentials: {text}")
     if isinstance(err, (*_TRANSIENT_TYPES, RedisConnectionError, OSError)):
-        return ServerUnavailable(f"server unavailable: {text or type(err).__name__}")
+        code = next((c for kind, c in _CODE_OF.items() if isinstance(err, kind)), "")
+        return ServerUnavailable(f"server unavailable: {text or type(err).__name__}", code)
     if text.startswith("NOGROUP") or " NOGROUP " in text:  # also inside a script's error
         return GroupMissing(f"consumer group missing: {text}")
     if text.split(" ", 1)[0] in _TRANSIENT_CODES:
-        return ServerUnavailable(f"server unavailable: {text}")
+        return ServerUnavailable(f"server unavailable: {text}", text.split(" ", 1)[0])
     return CommandFailed(text)
 
 
@@ -146,7 +156,7 @@ class PatchlogRedis(Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # redis-py's reading keeps one value of a field name an entry repeats and turns a
-        # body trimmed away while pending into {}; these keep both facts (RESP2 replies).
+        # body trimmed away while pending into {}; these keep both facts.
         self.set_response_callback("XREADGROUP", _parse_read)
         self.set_response_callback("XREAD", _parse_read)
         self.set_response_callback("XCLAIM", _parse_claim)

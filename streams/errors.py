@@ -96,6 +96,12 @@ class ServerUnavailable(ServerError):
     client's own retries), or the server is loading, out of memory, busy with a script,
     read-only or failing over. Retried with backoff; never a reason to dead-letter."""
 
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        """The server's error code (``OOM``, ``LOADING``, ``BUSY``, ...), ``""`` for a lost
+        or timed-out connection."""
+
 
 class GroupMissing(ServerUnavailable):
     """A stream's consumer group does not exist (``NOGROUP``): the server restarted

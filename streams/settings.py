@@ -10,7 +10,11 @@ import msgspec
 from patchlog.streams.keys import Keys
 from patchlog.streams.limits import Limits
 
-__all__ = ["Durability", "Fsync", "Settings"]
+__all__ = ["LOG_LEVELS", "Durability", "Fsync", "Settings"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""The levels ``PATCHLOG_LOG_LEVEL`` may name (any case): the setting and the logging
+set-up, which reads it before the settings are loaded, accept the same ones."""
 
 
 class Fsync(enum.StrEnum):
@@ -114,7 +118,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_host: str = "127.0.0.1"
     """Address ``/metrics``, ``/healthz`` and ``/readyz`` listen on: loopback by default,
     ``0.0.0.0`` where a scraper or a kubelet probes from outside (a pod's IP)."""
-    log_level: Annotated[str, msgspec.Meta(pattern="(?i)^(debug|info|warning|error)$")] = "info"
+    log_level: Annotated[str, msgspec.Meta(pattern=f"(?i)^({'|'.join(LOG_LEVELS)})$")] = "info"
     """Lowest level logged: debug (a line per committed patch), info (a line per batch),
     warning or error."""
     limits: Limits = msgspec.field(default_factory=Limits)

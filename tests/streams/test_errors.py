@@ -50,6 +50,15 @@ def test_pressure_and_lost_connections_are_transient_not_poison(err: RedisError)
     assert is_transient(translated)
 
 
+def test_transient_replies_keep_their_code() -> None:
+    """The code redis-py strips (an OOM lease renewal falls back on it) is kept; a lost
+    connection has none."""
+    assert translate(OutOfMemoryError("command not allowed")).code == "OOM"  # type: ignore[attr-defined]
+    assert translate(BusyLoadingError("loading")).code == "LOADING"  # type: ignore[attr-defined]
+    assert translate(ResponseError("BUSY Redis is busy")).code == "BUSY"  # type: ignore[attr-defined]
+    assert translate(RedisTimeoutError("Timeout")).code == ""  # type: ignore[attr-defined]
+
+
 def test_error_replies_are_permanent_and_keep_their_code() -> None:
     """A script error or BUSYGROUP is a CommandFailed with the reply's code, not transient."""
     script = translate(ResponseError("ERR user_script:1: bad argument"))

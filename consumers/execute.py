@@ -114,16 +114,19 @@ def _outcome(
 
 
 class ExecuteStage:
-    """Consumer group ``execute`` on the normalized stream."""
+    """Consumer group ``execute`` on one normalized stream (the only one, or a partition
+    this worker owns)."""
 
     name = EXECUTE
 
-    def __init__(self, redis: Redis, settings: Settings, scripts: Scripts) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, scripts: Scripts, stream: str | None = None
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.scripts = scripts
         self.keys = settings.keys
-        self.stream = self.keys.normalized
+        self.stream = stream or self.keys.normalized_streams[0]
         self.docs = DocCache(redis, self.keys)
         self._checkpoints: list[tuple[str, int, list[str]]] = []
         self._contended_until = 0.0
@@ -380,7 +383,8 @@ class ExecuteStage:
                 # One scan answers every waiting patch for a second: the looks are once a
                 # second per patch anyway, and patches that began to wait at other times
                 # would otherwise each scan every pending entry on their own tick.
-                self._pending = (now + _LOOK_STEP, await pending_by_doc(self.redis, self.keys))
+                scan = await pending_by_doc(self.redis, self.keys, self.stream)
+                self._pending = (now + _LOOK_STEP, scan)
             found = self._pending[1].earlier(patch.doc, patch.src)
             # Only a look that worked counts: a failed one must not let _plan reject.
             waiting.next_look = now + _LOOK_STEP
@@ -506,7 +510,7 @@ class ExecuteStage:
                 d.outcome = with_entry(d.outcome, reply[0][1])
 
     async def _commit(self, consumer: str, decisions: Sequence[_Decision]) -> list[tuple[str, str]]:
-        keys = [self.keys.normalized, self.keys.revisions, self.keys.outcomes, self.keys.docs]
+        keys = [self.stream, self.keys.revisions, self.keys.outcomes, self.keys.docs]
         now_ms = time.time_ns() // 1_000_000  # the record's time; the streams use the server's
         batch: list[CommitRow] = []
         for d in decisions:

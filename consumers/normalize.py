@@ -119,8 +119,9 @@ class NormalizeStage:
         turn = time.monotonic()
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
         self.metrics.discard()  # what a batch that failed noted: it is noted again
-        keys = [self.keys.patches, self.keys.normalized, self.keys.outcomes]
-        batch: list[ForwardRow] = []
+        keys = [self.keys.patches, self.keys.normalized_streams[0], self.keys.outcomes]
+        targets: dict[str, None] = {}  # further normalized streams, in order of first use
+        batch: list[ForwardRow | tuple[str, str]] = []  # a forward: (entry id, its stream)
         payloads: list[bytes] = []
         forwarded = 0
         for entry in entries:
@@ -148,13 +149,23 @@ class NormalizeStage:
                 told.append({"event": "rejected", "id": patch_id, "doc": doc, "src": entry[0],
                              "code": err.code.value, "message": err.message[:300]})  # fmt: skip
                 continue
-            batch.append(ForwardRow(entry=entry[0], kind="f"))
+            stream = self.keys.normalized_of(patch.doc)
+            if stream != keys[1]:
+                targets.setdefault(stream, None)
+            batch.append((entry[0], stream))
             payloads.append(encode_normalized(patch))
             forwarded += 1
             self.metrics.outcome("forwarded", None, entry[0])
             told.append({"event": "forwarded", "id": patch.id, "doc": patch.doc,
                          "base": patch.base, "src": entry[0]})  # fmt: skip
         self.forwarded += forwarded
+        # Further normalized streams go after the outcome keys, in order of first use.
+        at = {keys[1]: 2} | {stream: len(keys) + 1 + k for k, stream in enumerate(targets)}
+        keys.extend(targets)
+        rows = [
+            r if isinstance(r, ForwardRow) else ForwardRow(entry=r[0], kind="f", stream=at[r[1]])
+            for r in batch
+        ]
         ids = sorted((entry[0] for entry in entries), key=parse_id)
         args: list[str | bytes | int] = [
             self.name,
@@ -162,7 +173,7 @@ class NormalizeStage:
             int(self.settings.outcome_ttl * 1000),
             ids[0],
             ids[-1],
-            _MSGPACK.encode(batch),
+            _MSGPACK.encode(rows),
             *payloads,
         ]
         failpoint("normalize.before_forward")

@@ -87,16 +87,19 @@ class PendingByDoc:
         return None
 
 
-async def pending_by_doc(redis: Redis, keys: Keys) -> PendingByDoc:
-    """Read both pending lists (bounded) and the documents of their entries."""
+async def pending_by_doc(redis: Redis, keys: Keys, stream: str | None = None) -> PendingByDoc:
+    """Read both pending lists (bounded) and the documents of their entries: the ingress
+    stream's and that of normalized ``stream`` (default: the first; a document's patches
+    all go to one, ``Keys.normalized_of``)."""
+    stream = stream or keys.normalized_streams[0]
     ingress: dict[str, list[tuple[tuple[int, int], str]]] = {}
     pending = await _pending(redis, keys.patches, NORMALIZE, None)
     for stream_id, fields in await _bodies(redis, keys.patches, pending):
         doc = fields.get(b"doc", b"").decode("utf-8", "replace")
         ingress.setdefault(doc, []).append((_stream_id(stream_id), stream_id))
     internal: dict[str, list[tuple[tuple[int, int], str]]] = {}
-    pending = await _pending(redis, keys.normalized, EXECUTE, None)
-    for stream_id, fields in await _bodies(redis, keys.normalized, pending):
+    pending = await _pending(redis, stream, EXECUTE, None)
+    for stream_id, fields in await _bodies(redis, stream, pending):
         try:
             patch = decode_normalized(fields[b"p"])
         except (KeyError, CorruptEntry):
@@ -110,4 +113,4 @@ async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str) -> str |
     that is still pending: in the ingress stream, or in the normalized stream's pending
     list (two normalize workers may forward an earlier patch after a later one, so there
     it is the patch's own ingress id that is compared). ``None`` when there is none."""
-    return (await pending_by_doc(redis, keys)).earlier(doc, src)
+    return (await pending_by_doc(redis, keys, keys.normalized_of(doc))).earlier(doc, src)

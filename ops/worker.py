@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
+from patchlog.consumers.partitions import Partitioned
 from patchlog.consumers.projector import Projector
 from patchlog.consumers.runner import Runner, Stage
 from patchlog.ops.config import redact
@@ -139,29 +140,33 @@ async def run_worker(
     try:
         info = await check_once(redis, url, source, persistence=warn)
         scripts = load(redis)
-        stage: Stage
-        if stage_name == NORMALIZE:
-            stage = NormalizeStage(redis, settings, scripts)
-            trims: tuple[str, ...] = ()
-        else:
-            stage = ExecuteStage(redis, settings, scripts)
-            trims = (settings.keys.normalized,)
         aged = ((settings.keys.outcomes, settings.idempotency_window),)
-        # The ingress stream is the clients': kept for a while after it is processed.
-        retained: tuple[tuple[str, float], ...] = ()
-        if stage_name == NORMALIZE and settings.patches_retention > 0:
-            retained = ((settings.keys.patches, settings.patches_retention),)
-        runner = Runner(
-            redis,
-            settings,
-            scripts,
-            stage,
-            consumer,
-            drain=burst,
-            trims=trims,
-            aged=aged,
-            retained=retained,
-        )
+        service: Runner | Partitioned
+        if stage_name == EXECUTE and settings.partitions > 1:
+            service = Partitioned(redis, settings, scripts, consumer, drain=burst, aged=aged)
+        else:
+            stage: Stage
+            if stage_name == NORMALIZE:
+                stage = NormalizeStage(redis, settings, scripts)
+                trims: tuple[str, ...] = ()
+            else:
+                stage = ExecuteStage(redis, settings, scripts)
+                trims = (settings.keys.normalized,)
+            # The ingress stream is the clients': kept for a while after it is processed.
+            retained: tuple[tuple[str, float], ...] = ()
+            if stage_name == NORMALIZE and settings.patches_retention > 0:
+                retained = ((settings.keys.patches, settings.patches_retention),)
+            service = Runner(
+                redis,
+                settings,
+                scripts,
+                stage,
+                consumer,
+                drain=burst,
+                trims=trims,
+                aged=aged,
+                retained=retained,
+            )
         if settings.metrics_port:
             try:
                 serve_metrics(settings.metrics_port, settings.http_host)
@@ -172,8 +177,8 @@ async def run_worker(
         with quiet_gc():
             collector = asyncio.create_task(collect_every(_FULL_GC_EVERY))
             try:
-                task = asyncio.create_task(runner.run())
-                return await _run_until_stopped(task, stop, settings.shutdown_grace, runner.stop)
+                task = asyncio.create_task(service.run())
+                return await _run_until_stopped(task, stop, settings.shutdown_grace, service.stop)
             finally:
                 collector.cancel()
     finally:

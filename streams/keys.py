@@ -9,9 +9,11 @@ per-document layout.
 
 from __future__ import annotations
 
+import zlib
+
 import msgspec
 
-__all__ = ["EXECUTE", "NORMALIZE", "Keys"]
+__all__ = ["EXECUTE", "NORMALIZE", "Keys", "partition_of"]
 
 NORMALIZE = "normalize"
 """Consumer group (and stage name) reading the ingress stream."""
@@ -19,10 +21,18 @@ EXECUTE = "execute"
 """Consumer group (and stage name) reading the normalized stream."""
 
 
+def partition_of(doc: str, partitions: int) -> int:
+    """The execute partition of ``doc``, in ``range(partitions)``: CRC-32 of its UTF-8
+    name, so every process (and every version) routes a document alike."""
+    return zlib.crc32(doc.encode("utf-8", "surrogatepass")) % partitions
+
+
 class Keys(msgspec.Struct, frozen=True):
     """Key names under one namespace."""
 
     namespace: str = "patchlog"
+    partitions: int = 1
+    """Execute partitions (``PATCHLOG_PARTITIONS``): how many normalized streams."""
 
     @property
     def patches(self) -> str:
@@ -33,6 +43,30 @@ class Keys(msgspec.Struct, frozen=True):
     def normalized(self) -> str:
         """Internal stream from normalize to execute (msgpack payloads)."""
         return f"{self.namespace}:normalized"
+
+    @property
+    def normalized_streams(self) -> tuple[str, ...]:
+        """Every normalized stream: ``normalized`` alone with one partition, else one per
+        partition, ``<ns>:normalized:<p>``, each read by the one worker owning it."""
+        if self.partitions <= 1:
+            return (self.normalized,)
+        return tuple(f"{self.normalized}:{p}" for p in range(self.partitions))
+
+    def normalized_of(self, doc: str) -> str:
+        """The normalized stream that carries ``doc``'s patches."""
+        if self.partitions <= 1:
+            return self.normalized
+        return f"{self.normalized}:{partition_of(doc, self.partitions)}"
+
+    def partition_lease(self, partition: int) -> str:
+        """Who owns an execute partition (a worker's name, with a TTL)."""
+        return f"{self.namespace}:partition:{partition}"
+
+    @property
+    def members(self) -> str:
+        """Sorted set of the live execute workers (score: when each one's membership
+        expires, Unix ms): each takes its share of the partitions."""
+        return f"{self.namespace}:members:execute"
 
     @property
     def revisions(self) -> str:

@@ -66,8 +66,8 @@ class ForwardRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     """One ingress entry for ``forward.lua``, an element of the msgpack array in ARGV[6];
     a forwarded entry's normalized patch travels apart, as raw bytes in ARGV[6+i].
 
-    Positions (Lua, 1-based): 1 ``entry``, 2 ``kind``, 3 ``outcome``, 4 ``record``.
-    Append new fields; never reorder them.
+    Positions (Lua, 1-based): 1 ``entry``, 2 ``kind``, 3 ``outcome``, 4 ``record``,
+    5 ``stream``. Append new fields; never reorder them.
     """
 
     entry: str
@@ -77,6 +77,8 @@ class ForwardRow(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     """Rejection: outcome fields ``[name, value, ...]`` without ``at`` (``event_fields``)."""
     record: str = ""
     """Rejection: the outcome as JSON, for the ingress entry's outcome key."""
+    stream: int = 2
+    """Forward: the position in KEYS (1-based) of the normalized stream it goes to."""
 
 
 class Scripts(msgspec.Struct, frozen=True, dict=True):
@@ -90,6 +92,8 @@ class Scripts(msgspec.Struct, frozen=True, dict=True):
     """Runner: take over the pending entries of a consumer whose lease expired."""
     dead: AsyncScript
     """Runner: move an entry that keeps failing to the dead-letter stream."""
+    partition: AsyncScript
+    """Execute: membership and the leases of the partitions (``consumers.partitions``)."""
 
 
 def _source(name: str) -> str:
@@ -108,4 +112,5 @@ def load(redis: Redis) -> Scripts:
         commit=redis.register_script(_with_common("commit")),
         claim=redis.register_script(_source("claim")),
         dead=redis.register_script(_with_common("dead")),
+        partition=redis.register_script(_source("partition")),
     )

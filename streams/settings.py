@@ -61,6 +61,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 5
     """Retries of a command after a connection error or timeout (exponential backoff)."""
 
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    """Execute partitions: documents are spread over this many normalized streams by a
+    hash of their name, and each partition is read by one execute worker at a time
+    (leases, taken over when a worker dies), so that execute workers up to this many add
+    capacity. 1: one stream that every execute worker reads. Change it only with the
+    pipeline stopped and drained."""
     batch: int = 256
     """Entries a worker reads at once."""
     commit_chunk: int = 64
@@ -139,4 +145,4 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def keys(self) -> Keys:
         """Key names in this namespace."""
-        return Keys(self.namespace)
+        return Keys(self.namespace, self.partitions)

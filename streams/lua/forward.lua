@@ -8,6 +8,7 @@
 --
 -- KEYS[1] ingress stream   KEYS[2] normalized stream   KEYS[3] outcomes stream
 -- KEYS[3+j] outcome key of the j-th rejected entry
+-- KEYS[3+rejections+k] further normalized streams (execute partitions), if any
 -- ARGV[1] group   ARGV[2] consumer   ARGV[3] outcome key ttl (ms)
 -- ARGV[4] lowest and ARGV[5] highest ingress entry id of the batch
 -- ARGV[6] msgpack array of rows, one per entry: a ForwardRow (streams/scripts.py), read
@@ -16,6 +17,7 @@ local ENTRY = 1    -- ingress entry id
 local KIND = 2     -- 'f' forward, 'r' reject
 local OUTCOME = 3  -- outcome fields [name, value, ...] without 'at' (reject, else {})
 local RECORD = 4   -- the entry's outcome as JSON, for its outcome key (reject, else '')
+local STREAM = 5   -- position in KEYS of the normalized stream it goes to (forward)
 -- ARGV[6+i] entry i's normalized patch, msgpack bytes (forward, else '')
 -- The outcome fields come from streams.codec.event_fields; the script appends 'at'
 -- (server clock).
@@ -38,12 +40,18 @@ for i = 1, n do
     -- Its outcome key exists: this entry was rejected before and is delivered again (a
     -- consumer group created anew from id 0). One outcome per entry: only ack it.
     answered[i] = redis.call('EXISTS', k_out[i]) == 1
-  elseif row[KIND] ~= 'f' or type(ARGV[6 + i]) ~= 'string' then
+  elseif row[KIND] ~= 'f' or type(ARGV[6 + i]) ~= 'string' or type(row[STREAM]) ~= 'number' then
     return redis.error_reply('ERR forward: row ' .. i .. ' is malformed')
   end
 end
-if #KEYS ~= 3 + rejects or not ttl then
+if #KEYS < 3 + rejects or not ttl then
   return redis.error_reply('ERR forward: ' .. #KEYS .. ' keys for ' .. rejects .. ' rejections')
+end
+for i = 1, n do  -- a forward goes to KEYS[2] or to a stream after the outcome keys
+  local at = batch[i][STREAM]
+  if batch[i][KIND] == 'f' and at ~= 2 and (at <= 3 + rejects or at > #KEYS) then
+    return redis.error_reply('ERR forward: row ' .. i .. ' names key ' .. tostring(at))
+  end
 end
 
 local pending = fence(stream, group, consumer, ARGV[4], ARGV[5], n)
@@ -57,7 +65,7 @@ for i = 1, n do
     out[i] = 'fenced'
   else
     if row[KIND] == 'f' then
-      redis.call('XADD', KEYS[2], '*', 'p', ARGV[6 + i])
+      redis.call('XADD', KEYS[row[STREAM]], '*', 'p', ARGV[6 + i])
     elseif not answered[i] then
       now = now or now_ms()
       outcome[#outcome + 1] = 'at'

@@ -1,0 +1,196 @@
+"""An execute worker over partitions: with ``partitions`` > 1 the normalized stream is
+one stream per partition (a document's patches all go to one, by a hash of its name),
+and each partition is read by one worker at a time, so that each document is decided
+by one worker and a second worker adds capacity instead of catching up on the other's
+revisions.
+
+Membership and ownership live on the server (``streams/lua/partition.lua``): live
+workers, sorted by name, share the partitions round robin; a partition's lease names
+the worker reading it and expires ``lease_ms`` after that worker stops renewing it. A
+worker that joins takes the partitions that prefer it once their holder hands them over
+(at its next round: it stops reading, then releases); a worker that dies loses them
+when its leases run out. Two workers may read one partition for a moment (a holder
+slow to see that its lease ran out): the commit script's compare-and-set and fencing
+keep that correct, as they do with one stream read by many.
+
+Each partition held is an ordinary ``Runner`` over its stream, as consumer
+``<worker>:<partition>`` with a lease of its own, so that a partition handed over
+leaves its pending entries to the next holder's claim at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.runner import Runner
+from patchlog.streams.errors import ServerError, ServerUnavailable, is_transient
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
+
+__all__ = ["Partitioned", "consumer_name"]
+
+log = structlog.get_logger("patchlog.partitions")
+
+_WANTED_STEP = 0.5
+"""Seconds between two rounds while a partition preferring this worker is still held by
+another (it hands it over at its own next round)."""
+
+
+def consumer_name(worker: str, partition: int) -> str:
+    """The consumer name a worker reads a partition as."""
+    return f"{worker}:{partition}"
+
+
+class Partitioned:
+    """Runs one ``Runner`` per partition this worker holds, and keeps the set right.
+
+    ``drain``: take every free partition (not only the ones preferring this worker),
+    drain each, and return; partitions other workers hold are theirs to drain.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        scripts: Scripts,
+        worker: str,
+        *,
+        drain: bool = False,
+        aged: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = scripts
+        self.worker = worker
+        self.drain = drain
+        self.aged = tuple(aged)
+        self.keys = settings.keys
+        self.runners: dict[int, tuple[Runner, asyncio.Task[None]]] = {}
+        self._stopping = asyncio.Event()
+        self.log = log.bind(consumer=worker)
+
+    def stop(self) -> None:
+        """Stop every runner after its batch in hand, hand the partitions over, return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Hold this worker's share of the partitions until ``stop()`` (or, draining,
+        until the partitions it took are drained). Raises what a runner raised."""
+        interval = self.settings.lease_ms / 3000
+        try:
+            while not self._stopping.is_set():
+                wanted = await self._round()
+                self._raise_failed()
+                if self.drain and all(t.done() for _, t in self.runners.values()):
+                    return  # drained what it took (nothing, if every partition is held)
+                await self._wait(_WANTED_STEP if wanted else interval)
+        finally:
+            await self._stop_all()
+
+    async def _round(self) -> bool:
+        """One round: renew, take, give up; whether a partition waits to be handed over."""
+        try:
+            reply: Any = await self.scripts.partition(
+                keys=self._keys(), args=self._args("any" if self.drain else "round")
+            )
+        except ServerError as err:
+            await self._keep_on(err)
+            return False
+        held, extra, wanted = (set(map(int, part)) for part in reply)
+        for p in sorted(set(self.runners) - held):  # its lease ran out and another took it
+            self.log.warning("partition lost", partition=p)
+            self.runners[p][0].stop()
+        for p in sorted(held - set(self.runners)):
+            self._start(p)
+        for p in sorted(extra):
+            await self._hand_over(p)
+        self.log.debug("partitions", held=sorted(held), handed_over=sorted(extra))
+        return bool(wanted)
+
+    async def _keep_on(self, err: ServerError) -> None:
+        """A round failed: keep reading what it holds. Out of memory the server refuses
+        the script (it may write), so the leases are only extended, as a worker's own
+        lease is, so that live workers do not lose their partitions while memory is short."""
+        if isinstance(err, ServerUnavailable) and err.code == "OOM":
+            with contextlib.suppress(ServerError):
+                for p in self.runners:
+                    await self.redis.pexpire(self.keys.partition_lease(p), self.settings.lease_ms)
+        if not is_transient(err):
+            raise err
+        self.log.warning("partition round failed", error=f"{type(err).__name__}: {err}")
+
+    def _keys(self) -> list[str]:
+        return [self.keys.members] + [
+            self.keys.partition_lease(p) for p in range(self.keys.partitions)
+        ]
+
+    def _args(self, op: str, *extra: int) -> list[str | int]:
+        return [self.worker, self.settings.lease_ms, op, *extra]
+
+    def _start(self, p: int) -> None:
+        stream = self.keys.normalized_streams[p]
+        stage = ExecuteStage(self.redis, self.settings, self.scripts, stream)
+        runner = Runner(
+            self.redis,
+            self.settings,
+            self.scripts,
+            stage,
+            consumer_name(self.worker, p),
+            drain=self.drain,
+            trims=(stream,),
+            aged=self.aged,
+        )
+        task = asyncio.create_task(runner.run(), name=f"execute partition {p}")
+        self.runners[p] = (runner, task)
+        self.log.info("partition taken", partition=p, stream=stream)
+
+    async def _hand_over(self, p: int) -> None:
+        """Stop reading partition ``p`` (the batch in hand is finished), then release it,
+        so that the member it prefers takes it at its next round."""
+        await self._stop_runner(p)
+        try:
+            await self.scripts.partition(keys=self._keys(), args=self._args("release", p))
+        except ServerError as err:  # it runs out by itself within lease_ms
+            self.log.warning("partition release failed", partition=p, error=str(err))
+        self.log.info("partition handed over", partition=p)
+
+    async def _stop_runner(self, p: int) -> None:
+        runner, task = self.runners.pop(p)
+        runner.stop()
+        done, _ = await asyncio.wait([task], timeout=self.settings.shutdown_grace)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _raise_failed(self) -> None:
+        for p, (_, task) in list(self.runners.items()):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            if task.done() and not self.drain:
+                self.runners.pop(p)  # stopped after losing its lease; retaken if held
+
+    async def _wait(self, seconds: float) -> None:
+        tasks = [t for _, t in self.runners.values() if not t.done()]
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([stopping, *tasks], timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            stopping.cancel()
+
+    async def _stop_all(self) -> None:
+        for runner, _ in self.runners.values():  # all at once: one grace for them all
+            runner.stop()
+        for p in list(self.runners):
+            await self._stop_runner(p)
+        try:
+            await self.scripts.partition(keys=self._keys(), args=self._args("leave"))
+        except ServerError as err:  # they run out by themselves within lease_ms
+            self.log.warning("leaving the partitions failed", error=str(err))

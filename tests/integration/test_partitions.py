@@ -1,0 +1,149 @@
+"""Execute partitions: each document is decided by one worker, a joining worker takes its
+share, and the partitions of a worker that stops renewing are taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.partitions import Partitioned
+from patchlog.consumers.runner import Runner
+from patchlog.streams.client import Client
+from patchlog.streams.keys import partition_of
+from patchlog.streams.schema import OutcomeStatus, RejectCode
+from patchlog.streams.scripts import Scripts
+from patchlog.streams.settings import Settings
+from tests.integration.helpers import outcomes, runners, submit_load
+
+_P = 4
+
+
+def _partitioned(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, partitions=_P)
+
+
+async def _until(check: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def _held(worker: Partitioned) -> set[int]:
+    return {p for p, (_, task) in worker.runners.items() if not task.done()}
+
+
+def _stages(worker: Partitioned) -> list[ExecuteStage]:
+    return [r.stage for r, _ in worker.runners.values()]  # type: ignore[misc]
+
+
+def test_a_document_always_goes_to_one_partition() -> None:
+    """Routing is a pure function of the name, spread over every partition."""
+    names = [f"doc-{i}" for i in range(200)]
+    assert [partition_of(n, _P) for n in names] == [partition_of(n, _P) for n in names]
+    assert {partition_of(n, _P) for n in names} == set(range(_P))
+    assert partition_of("é/ü", 1) == 0
+
+
+async def test_two_workers_share_the_partitions_and_commit_everything_once(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A worker alone holds every partition; a second one joining gets half of them
+    handed over; under load every patch ends exactly once, with no lost head race (a
+    document is decided by one worker) and both workers committing."""
+    settings = _partitioned(settings)
+    first = Partitioned(redis, settings, scripts, "w0")
+    first_task = asyncio.create_task(first.run())
+    await _until(lambda: _async(_held(first) == set(range(_P))), 10, "w0 holds every partition")
+    second = Partitioned(redis, settings, scripts, "w1")
+    second_task = asyncio.create_task(second.run())
+    await _until(
+        lambda: _async(len(_held(first)) == _P // 2 and len(_held(second)) == _P // 2),
+        15,
+        "the partitions split two and two",
+    )
+    assert _held(first).isdisjoint(_held(second))
+    for p in range(_P):
+        holder = await redis.get(settings.keys.partition_lease(p))
+        assert holder in (b"w0", b"w1")
+    (normalize,) = runners(redis, settings, scripts, execute=0, drain=False)
+    normalize_task = asyncio.create_task(normalize.run())
+    ids = await asyncio.wait_for(
+        submit_load(redis, settings, submitters=8, patches=400, docs=30, seed=7, stale=0.0),
+        120,
+    )
+    found = await outcomes(redis, settings)
+    assert sorted(o.id for o in found) == sorted(ids)  # one outcome each
+    # Concurrent submitters on shared documents: a patch rebased over another may
+    # conflict, but none is lost, invalid or left waiting for a base that never came.
+    assert {o.code for o in found} <= {None, RejectCode.CONFLICT, RejectCode.BOUNDS}
+    assert sum(o.status is OutcomeStatus.COMMITTED for o in found) > len(ids) // 2
+    committed = {w: sum(s.counts.get("committed", 0) for s in _stages(w)) for w in (first, second)}
+    assert committed[first] > 0 and committed[second] > 0
+    assert sum(s.cas_retries for w in (first, second) for s in _stages(w)) == 0
+    normalize.stop()
+    first.stop()
+    second.stop()
+    await asyncio.wait_for(asyncio.gather(normalize_task, first_task, second_task), 30)
+    for p in range(_P):  # both left: nothing held
+        assert await redis.get(settings.keys.partition_lease(p)) is None
+
+
+async def test_partitions_of_a_silent_worker_are_taken_over(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A worker that stops renewing (as a killed one does) loses its partitions once
+    their leases run out; the survivor takes them and decides what was pending there,
+    with the held entries claimed from the silent worker's consumers."""
+    settings = _partitioned(settings)
+    survivor = Partitioned(redis, settings, scripts, "alive")
+    survivor_task = asyncio.create_task(survivor.run())
+    await _until(lambda: _async(_held(survivor) == set(range(_P))), 10, "alive holds all")
+    # A worker that took partition 0's lease and read its entries, then went silent: its
+    # membership and leases expire, and its consumer holds read entries.
+    await survivor.scripts.partition(
+        keys=survivor._keys(), args=["alive", settings.lease_ms, "release", 0]
+    )
+    await redis.set(settings.keys.partition_lease(0), "ghost", px=3000)
+    await redis.zadd(settings.keys.members, {"ghost": time.time() * 1000 + 1})
+    stream = settings.keys.normalized_streams[0]
+    await _until(lambda: _async(0 not in _held(survivor)), 10, "alive stopped reading 0")
+    (normalize,) = runners(redis, settings, scripts, execute=0, drain=True)
+    docs = [d for d in (f"doc-{i}" for i in range(40)) if partition_of(d, _P) == 0][:5]
+    client_ids = []
+    for doc in docs:
+        client_ids.append(await _submit(redis, settings, doc))
+    await asyncio.wait_for(normalize.run(), 30)
+    ghost = Runner(
+        redis, settings, scripts, ExecuteStage(redis, settings, scripts, stream), "ghost:0"
+    )
+    await ghost.ensure_group()
+    got: Any = await redis.xreadgroup("execute", "ghost:0", {stream: ">"}, count=100)
+    assert len(got[0][1]) == len(docs)  # read, never decided
+    started = time.monotonic()
+    await _until(lambda: _async(0 in _held(survivor)), 3 * settings.lease_ms / 1000 + 5, "taken")
+    found = []
+    for _ in range(200):
+        found = [o for o in await outcomes(redis, settings) if o.id in client_ids]
+        if len(found) == len(docs):
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(o.id for o in found) == sorted(client_ids)
+    assert all(o.status is OutcomeStatus.COMMITTED for o in found)
+    assert time.monotonic() - started < 3 * settings.lease_ms / 1000 + 5
+    survivor.stop()
+    await asyncio.wait_for(survivor_task, 30)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def _submit(redis: Redis, settings: Settings, doc: str) -> str:
+    client = Client(redis, settings.keys)
+    return (await client.submit(doc, 0, ops=[{"op": "insert", "at": 1, "lines": ["x"]}])).id

@@ -429,6 +429,7 @@ class Runner:
             at=outcome.at,
             src=entry[0],
             consumer=self.consumer,
+            stream=self.stage.stream,
         )
         # Never the id record: a dead-lettered entry owns no id. Its submitter waits on
         # its ingress entry's outcome key, unknown for an entry that does not decode.

@@ -110,7 +110,7 @@ def show(ctx: click.Context, letter_id: str) -> None:
     async def go(client: Any) -> dict[str, Any]:
         letter = await read_letter(client.redis, client.keys, letter_id)
         try:
-            stream = stage_stream(client.keys, letter.dead.stage)
+            stream = stage_stream(client.keys, letter.dead.stage, letter.dead.stream)
         except Unretryable:
             original = None
         else:

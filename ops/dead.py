@@ -119,13 +119,14 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def stage_stream(keys: Keys, stage: str) -> str:
-    """The stream ``stage`` reads, which its dead letters are retried into."""
-    streams = {NORMALIZE: keys.patches, EXECUTE: keys.normalized}
+def stage_stream(keys: Keys, stage: str, stream: str = "") -> str:
+    """The stream a dead letter of ``stage`` read from ``stream`` is retried into: that
+    one (an execute partition), or for a letter that does not say, the stage's first."""
+    streams = {NORMALIZE: keys.patches, EXECUTE: keys.normalized_streams[0]}
     if stage not in streams:
         known = ", ".join(streams)
         raise Unretryable(f"stage {stage!r} has no stream to retry into (known: {known})")
-    return streams[stage]
+    return stream or streams[stage]
 
 
 def _exact(dead: DeadLetter) -> dict[bytes, bytes] | None:
@@ -275,7 +276,7 @@ def letter_json(
     out.update(msgspec.to_builtins(letter.dead))
     refusal: str | None = None
     try:
-        stream: str | None = stage_stream(keys, letter.dead.stage)
+        stream: str | None = stage_stream(keys, letter.dead.stage, letter.dead.stream)
     except Unretryable as err:
         stream, refusal = None, f"dead letter {letter.id}: {err}"
     out["stream"] = stream
@@ -352,7 +353,8 @@ async def _originals(
         return out
     async with redis.pipeline(transaction=False) as pipe:
         for i in wanted:
-            pipe.xrange(keys.normalized, letters[i].dead.src, letters[i].dead.src)
+            stream = stage_stream(keys, EXECUTE, letters[i].dead.stream)
+            pipe.xrange(stream, letters[i].dead.src, letters[i].dead.src)
         replies: list[Any] = await pipe.execute()
     for i, rows in zip(wanted, replies, strict=True):
         out[i] = dict(rows[0][1]) if rows else None
@@ -408,7 +410,7 @@ async def _decided(redis: Redis, keys: Keys, patch_id: str | None) -> IdRecord |
 
 async def _retry_one(redis: Redis, keys: Keys, script: AsyncScript, letter: Letter) -> Retried:
     try:
-        stream = stage_stream(keys, letter.dead.stage)
+        stream = stage_stream(keys, letter.dead.stage, letter.dead.stream)
     except Unretryable as err:
         raise Unretryable(f"dead letter {letter.id}: {err}") from None
     # The original entry is read only for a letter that does not hold its entry whole.

@@ -191,27 +191,26 @@ class Prober:
 
     def probe_group(self, group: str, stream_attr: str) -> Probe:
         async def probe() -> dict[str, Any]:
-            stream = getattr(self.keys, stream_attr)
-            try:
-                groups: Any = await self.redis.xinfo_groups(stream)
-            except PatchlogError:
-                groups = []  # no stream yet
-            info = next((g for g in groups if g["name"].decode() == group), None)
-            leases = [k async for k in self.redis.scan_iter(self.keys.lease_pattern(group), 1000)]
-            length = int(await self.redis.xlen(stream))
-            if info is None:
-                lag, pending, read, oldest_age = length, 0, -1, None
-            else:
-                lag = int(info.get("lag") or 0) if info.get("lag") is not None else length
-                pending = int(info["pending"])
-                read = _entries_read(info)
-                oldest_age = await self._oldest_pending_age(stream, group, pending)
+            streams = self.keys.role_streams(stream_attr)
+            lag = pending = length = 0
+            read: int | None = 0
+            oldest_age: float | None = None
+            live: set[str] = set()
+            for stream in streams:
+                part = await self._probe_stream(stream, group)
+                length += part["length"]
+                lag += part["lag"]
+                pending += part["pending"]
+                read = None if read is None or part["read"] < 0 else read + part["read"]
+                if part["oldest"] is not None:
+                    oldest_age = max(oldest_age or 0.0, part["oldest"])
+                live |= part["live"]
             sample = GroupSample(
                 at=time.time(),
                 lag=lag,
                 pending=pending,
-                acked=read - pending if read >= 0 else -1,
-                consumers=len(leases),
+                acked=read - pending if read is not None else -1,
+                consumers=len(live),
             )
             window = self.samples[group]
             window.append(sample)
@@ -219,17 +218,53 @@ class Prober:
                 window.popleft()
             verdict = judge_group(group, list(window), self.settings.health_window / 2)
             return {
-                "stream": stream,
+                "stream": getattr(self.keys, stream_attr),
+                "partitions": len(streams),
                 "length": length,
                 "lag": lag,
                 "pending": pending,
                 "oldest_pending_s": oldest_age,
-                "consumers": len(leases),
+                "consumers": len(live),
                 "sample": msgspec.to_builtins(sample),
                 "verdict": (verdict.status.value, verdict.reason),
             }
 
         return probe
+
+    async def _probe_stream(self, stream: str, group: str) -> dict[str, Any]:
+        """One stream's part of a group probe: length, lag, pending, entries read (-1:
+        the server cannot tell), oldest pending age, and the workers holding a lease
+        among its consumers (a partition's consumer ``<worker>:<p>`` counts as its
+        worker)."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(stream)
+        except PatchlogError:
+            groups = []  # no stream yet
+        info = next((g for g in groups if g["name"].decode() == group), None)
+        length = int(await self.redis.xlen(stream))
+        if info is None:
+            return {"length": length, "lag": length, "pending": 0, "read": -1, "oldest": None,
+                    "live": set()}  # fmt: skip
+        pending = int(info["pending"])
+        consumers: Any = await self.redis.xinfo_consumers(stream, group)
+        names = [c["name"].decode() for c in consumers]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.keys.lease(group, name))
+            alive = await pipe.execute()
+        partitioned = len(self.keys.group_streams(group)) > 1
+        return {
+            "length": length,
+            "lag": int(info.get("lag") or 0) if info.get("lag") is not None else length,
+            "pending": pending,
+            "read": _entries_read(info),
+            "oldest": await self._oldest_pending_age(stream, group, pending),
+            "live": {
+                name.rpartition(":")[0] if partitioned else name
+                for name, up in zip(names, alive, strict=True)
+                if up
+            },
+        }
 
     async def _oldest_pending_age(self, stream: str, group: str, pending: int) -> float | None:
         if pending == 0:

@@ -38,7 +38,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.asyncio import Redis
 
 from patchlog.ops.health import GROUPS, Prober, latest
-from patchlog.ops.status import STREAMS
+from patchlog.ops.status import stream_lengths
 from patchlog.streams.connection import connect
 from patchlog.streams.errors import PatchlogError
 from patchlog.streams.schema import HealthStatus
@@ -306,11 +306,7 @@ def _server_families(server: dict[str, float]) -> list[Metric]:
 
 
 async def _streams_part(redis: Redis, settings: Settings) -> dict[str, int]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in STREAMS:
-            pipe.xlen(getattr(settings.keys, name))
-        replies: list[Any] = await pipe.execute()
-    return {name: int(n) for name, n in zip(STREAMS, replies, strict=True)}
+    return await stream_lengths(redis, settings.keys)
 
 
 def _group_families(groups: dict[str, dict[str, Any] | None]) -> list[Metric]:

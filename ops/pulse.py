@@ -70,7 +70,9 @@ class Pulse:
             committed = 0
         backlog = {}
         for group, stream in _GROUPS:
-            backlog[group] = await self._backlog(getattr(self.keys, stream), group)
+            backlog[group] = sum(
+                [await self._backlog(part, group) for part in self.keys.role_streams(stream)]
+            )
         rejected: Counter[str] = Counter()
         capped = False
         if self._after == "$":

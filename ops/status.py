@@ -9,12 +9,30 @@ from typing import Any
 from redis.asyncio import Redis
 
 from patchlog.ops.health import GROUPS, Prober, latest
+from patchlog.streams.errors import PatchlogError
+from patchlog.streams.keys import Keys
 from patchlog.streams.settings import Settings
 
-__all__ = ["STREAMS", "gather_status", "render_status"]
+__all__ = ["STREAMS", "gather_status", "render_status", "stream_lengths"]
 
 STREAMS = ("patches", "normalized", "revisions", "outcomes", "dead", "health")
 """The ``Keys`` properties naming each stream, in pipeline order."""
+
+
+async def stream_lengths(redis: Redis, keys: Keys) -> dict[str, int]:
+    """Each stream's length by role (``STREAMS``), the partitions of one role summed."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in STREAMS:
+            for stream in keys.role_streams(name):
+                pipe.xlen(stream)
+        replies: list[Any] = await pipe.execute()
+    out: dict[str, int] = {}
+    at = 0
+    for name in STREAMS:
+        count = len(keys.role_streams(name))
+        out[name] = sum(int(n) for n in replies[at : at + count])
+        at += count
+    return out
 
 
 async def gather_status(redis: Redis, settings: Settings) -> dict[str, Any]:
@@ -25,11 +43,7 @@ async def gather_status(redis: Redis, settings: Settings) -> dict[str, Any]:
     timeout = settings.health_probe_timeout
 
     async def lengths() -> dict[str, int]:
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in STREAMS:
-                pipe.xlen(getattr(keys, name))
-            replies: list[Any] = await pipe.execute()
-        return {name: int(n) for name, n in zip(STREAMS, replies, strict=True)}
+        return await stream_lengths(redis, keys)
 
     async def server() -> dict[str, Any]:
         info: Any = await redis.info("server")
@@ -56,9 +70,21 @@ async def gather_status(redis: Redis, settings: Settings) -> dict[str, Any]:
         return out
 
     async def workers() -> list[str]:
-        found = [k async for k in redis.scan_iter(f"{keys.namespace}:lease:*", 1000)]
-        prefix = len(f"{keys.namespace}:lease:")
-        return sorted((k.decode() if isinstance(k, bytes) else k)[prefix:] for k in found)
+        # The groups' consumers holding a lease: a SCAN of the keyspace for lease keys
+        # would cost in proportion to every key (an id record per patch), each refresh.
+        names = []
+        for group, _ in GROUPS:
+            for stream in keys.group_streams(group):
+                try:
+                    consumers: Any = await redis.xinfo_consumers(stream, group)
+                except PatchlogError:  # no stream or group yet
+                    continue
+                names += [(group, c["name"].decode()) for c in consumers]
+        async with redis.pipeline(transaction=False) as pipe:
+            for group, name in names:
+                pipe.exists(keys.lease(group, name))
+            alive = await pipe.execute()
+        return sorted(f"{g}:{n}" for (g, n), up in zip(names, alive, strict=True) if up)
 
     async def health() -> Any:
         result = await latest(redis, keys)

@@ -80,25 +80,32 @@ async def take_sample(redis: Redis, settings: Settings) -> Sample:
 
 async def _counters(redis: Redis, settings: Settings) -> tuple[dict[str, int], dict[str, int]]:
     keys = settings.keys
+    parts = [(group, stream, keys.role_streams(stream)) for group, stream in GROUPS]
     async with redis.pipeline(transaction=False) as pipe:
-        for _, stream in GROUPS:
-            pipe.xinfo_groups(getattr(keys, stream))
+        for _, _, streams in parts:
+            for part in streams:
+                pipe.xinfo_groups(part)
         for name in _COUNTED:
             pipe.xinfo_stream(getattr(keys, name))
         replies: list[Any] = await pipe.execute(raise_on_error=False)
     added: dict[str, int] = {}
     done: dict[str, int] = {}
-    for (group, stream), reply in zip(GROUPS, replies, strict=False):
-        info = None if isinstance(reply, Exception) else _named(reply, group)
-        if info is None:
-            continue  # no stream or no group yet
-        read = _entries_read(info)
-        if read is None:
-            continue
-        done[group] = read - int(info["pending"])
-        if info.get("lag") is not None:  # lag is entries-added minus entries-read
-            added[stream] = read + int(info["lag"])
-    for name, reply in zip(_COUNTED, replies[len(GROUPS) :], strict=True):
+    at = 0
+    for group, stream, streams in parts:
+        infos = [
+            None if isinstance(reply, Exception) else _named(reply, group)
+            for reply in replies[at : at + len(streams)]
+        ]
+        at += len(streams)
+        reads = [None if info is None else _entries_read(info) for info in infos]
+        if any(info is None for info in infos) or any(read is None for read in reads):
+            continue  # no stream or no group yet, or a count the server cannot tell
+        read = sum(r or 0 for r in reads)
+        done[group] = read - sum(int(info["pending"]) for info in infos if info is not None)
+        lags = [info.get("lag") for info in infos if info is not None]
+        if all(lag is not None for lag in lags):  # lag is entries-added minus entries-read
+            added[stream] = read + sum(int(lag) for lag in lags if lag is not None)
+    for name, reply in zip(_COUNTED, replies[at:], strict=True):
         if isinstance(reply, Exception):
             if "no such key" in str(reply).lower():  # nothing was ever added (or kept)
                 added[name] = 0

@@ -58,6 +58,15 @@ class Keys(msgspec.Struct, frozen=True):
             return self.normalized
         return f"{self.normalized}:{partition_of(doc, self.partitions)}"
 
+    def group_streams(self, group: str) -> tuple[str, ...]:
+        """The streams consumer group ``group`` reads (``NORMALIZE`` or ``EXECUTE``)."""
+        return self.normalized_streams if group == EXECUTE else (self.patches,)
+
+    def role_streams(self, role: str) -> tuple[str, ...]:
+        """The streams behind a stream's role, a property name of this class
+        (``patches``, ``normalized``, ``revisions``...): the partitions for ``normalized``."""
+        return self.normalized_streams if role == "normalized" else (getattr(self, role),)
+
     def partition_lease(self, partition: int) -> str:
         """Who owns an execute partition (a worker's name, with a TTL)."""
         return f"{self.namespace}:partition:{partition}"

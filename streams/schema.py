@@ -220,7 +220,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """An entry that failed a stage too many times, in ``patchlog:dead``.
 
     Written through ``streams.codec.event_fields``; the dead-letter script appends ``at``
-    after ``consumer``.
+    after the other fields.
     """
 
     stage: str
@@ -237,6 +237,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """Id of the failed entry in the stage's stream."""
     consumer: str = ""
     """The consumer that gave up on it."""
+    stream: str = ""
+    """The stream the entry was read from (an execute partition's); '' in letters of
+    versions before partitions: the stage's one stream."""
 
 
 class HealthResult(msgspec.Struct, frozen=True, kw_only=True):

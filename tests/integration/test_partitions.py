@@ -84,7 +84,8 @@ async def test_two_workers_share_the_partitions_and_commit_everything_once(
     assert {o.code for o in found} <= {None, RejectCode.CONFLICT, RejectCode.BOUNDS}
     assert sum(o.status is OutcomeStatus.COMMITTED for o in found) > len(ids) // 2
     committed = {w: sum(s.counts.get("committed", 0) for s in _stages(w)) for w in (first, second)}
-    assert committed[first] > 0 and committed[second] > 0
+    assert committed[first] > 0
+    assert committed[second] > 0
     assert sum(s.cas_retries for w in (first, second) for s in _stages(w)) == 0
     normalize.stop()
     first.stop()
@@ -115,9 +116,7 @@ async def test_partitions_of_a_silent_worker_are_taken_over(
     await _until(lambda: _async(0 not in _held(survivor)), 10, "alive stopped reading 0")
     (normalize,) = runners(redis, settings, scripts, execute=0, drain=True)
     docs = [d for d in (f"doc-{i}" for i in range(40)) if partition_of(d, _P) == 0][:5]
-    client_ids = []
-    for doc in docs:
-        client_ids.append(await _submit(redis, settings, doc))
+    client_ids = [await _submit(redis, settings, doc) for doc in docs]
     await asyncio.wait_for(normalize.run(), 30)
     ghost = Runner(
         redis, settings, scripts, ExecuteStage(redis, settings, scripts, stream), "ghost:0"

@@ -32,7 +32,7 @@ from patchlog.streams.failpoints import BROKEN_ENV, ENV, LOG_ENV
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import EmbeddedServer, free_port
 from patchlog.streams.settings import Fsync, Settings
-from tests.faults.snapshot import State, read_state
+from tests.faults.snapshot import State, read_state, streams_of
 from tests.integration.helpers import binary_for
 
 __all__ = ["Harness", "Plan", "Proc", "harness"]
@@ -173,11 +173,18 @@ class Harness:
         deadline = time.monotonic() + 30
         for proc in self.procs:
             if proc.stage in (NORMALIZE, EXECUTE):
-                lease = self.settings.keys.lease(proc.stage, proc.name)
-                while not await self.redis.exists(lease):
+                while not await self._started(proc):
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{proc.name} did not start within 30 s")
                     await asyncio.sleep(0.1)
+
+    async def _started(self, proc: Proc) -> bool:
+        """Whether a stage worker holds its lease (a partitioned execute worker: its
+        membership)."""
+        keys = self.settings.keys
+        if proc.stage == EXECUTE and keys.partitions > 1:
+            return await self.redis.zscore(keys.members, proc.name) is not None
+        return bool(await self.redis.exists(keys.lease(proc.stage, proc.name)))
 
     def proc(self, name: str) -> Proc:
         """The process named ``name`` (``execute-1``, ``projector``, ...)."""
@@ -254,7 +261,7 @@ class Harness:
         started = time.monotonic()
         while True:
             busy = []
-            for stream, group in ((keys.patches, NORMALIZE), (keys.normalized, EXECUTE)):
+            for stream, group in streams_of(keys):
                 with contextlib.suppress(Exception):
                     groups: Any = await self.redis.xinfo_groups(stream)
                     busy += [

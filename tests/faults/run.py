@@ -107,7 +107,15 @@ def suite() -> dict[str, Scenario]:
     out.update({k: v for k, v in scenarios.SCENARIOS.items() if k in ("F1", "F2", "F3", "F4")})
     out.update({"F5a": _f5a, "F5b": _f5b, "F5c": _f5c})
     every: dict[str, Scenario] = {**scenarios.SCENARIOS, **more.MORE, **clock.CLOCK}
-    out.update({k: every[k] for k in sorted(every, key=lambda k: int(k[1:])) if k not in out})
+    out.update(
+        {
+            k: every[k]
+            for k in sorted(
+                every, key=lambda k: (int(k[1:].rstrip("abcdefghijklmnopqrstuvwxyz")), k)
+            )
+            if k not in out
+        }
+    )
     out.update({name: _bad(name) for name in badinput.SCENARIOS})
     out["B11"] = _b11
     out["D1"] = _d1

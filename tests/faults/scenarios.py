@@ -21,6 +21,7 @@ from tests.faults.clients import Load, Submission
 from tests.faults.harness import Harness, Plan, harness
 from tests.faults.history import save
 from tests.faults.row import Figure, Row
+from tests.faults.snapshot import streams_of
 
 __all__ = ["SCENARIOS", "run"]
 
@@ -121,6 +122,29 @@ def f2(folder: Path, kind: str, patches: int) -> Awaitable[Row]:
     return run("F2", folder, kind, plan, patches, figures)
 
 
+def f2p(folder: Path, kind: str, patches: int) -> Awaitable[Row]:
+    """F2 with the execute stage in 4 partitions over its 2 workers: a worker killed
+    mid-batch comes back as the same member and takes its partitions up again, the
+    entries in hand re-read from its own pending lists."""
+    rule = "p=0.01"
+    plan = Plan(
+        failpoints={
+            EXECUTE: ",".join(
+                f"execute.{p}:{rule}" for p in ("after_read", "before_commit", "after_commit")
+            )
+        },
+        settings={"commit_chunk": 16, "partitions": 4},
+    )
+
+    async def figures(h: Harness, load: Load, patches: int) -> dict[str, Figure]:
+        return {
+            "kills": sum(h.fired().values()),
+            "partitions_taken": h.log_count('"partition taken"'),
+        }
+
+    return run("F2p", folder, kind, plan, patches, figures)
+
+
 def f3(folder: Path, kind: str, patches: int) -> Awaitable[Row]:
     """kill -9 of the projector between writing files and moving its checkpoint."""
     plan = Plan(failpoints={"projector": "projector.after_write:p=0.05"})
@@ -133,10 +157,11 @@ def f3(folder: Path, kind: str, patches: int) -> Awaitable[Row]:
 async def _pel(h: Harness) -> dict[str, list[tuple[bytes, bytes, int]]]:
     keys = h.settings.keys
     out: dict[str, list[tuple[bytes, bytes, int]]] = {}
-    for stream, group in ((keys.patches, NORMALIZE), (keys.normalized, EXECUTE)):
+    for stream, group in streams_of(keys):
         rows: Any = await h.redis.xpending_range(stream, group, "-", "+", 100_000)
         out[group] = sorted(
-            (r["message_id"], r["consumer"], int(r["times_delivered"])) for r in rows
+            out.get(group, [])
+            + [(r["message_id"], r["consumer"], int(r["times_delivered"])) for r in rows]
         )
     return out
 
@@ -337,6 +362,7 @@ async def f11(folder: Path, kind: str, patches: int) -> Row:
 SCENARIOS: dict[str, Callable[[Path, str, int], Awaitable[Row]]] = {
     "F1": f1,
     "F2": f2,
+    "F2p": f2p,
     "F3": f3,
     "F4": f4,
     "F6": f6,

@@ -95,6 +95,11 @@ def _text(fields: dict[bytes, bytes], name: bytes) -> str:
     return fields.get(name, b"").decode("utf-8", "replace")
 
 
+def streams_of(keys: Keys) -> list[tuple[str, str]]:
+    """(stream, group) of every stream a stage group reads: the execute partitions too."""
+    return [(s, g) for g in (NORMALIZE, EXECUTE) for s in keys.group_streams(g)]
+
+
 async def read_state(redis: Redis, keys: Keys, projected: Path | None = None) -> State:
     """Read the state of namespace ``keys``; ``projected``: the projector's folder."""
     ingress = {
@@ -144,12 +149,12 @@ async def read_state(redis: Redis, keys: Keys, projected: Path | None = None) ->
         )
     pending: dict[str, int] = {}
     lag: dict[str, int] = {}
-    for stream, group in ((keys.patches, NORMALIZE), (keys.normalized, EXECUTE)):
+    for stream, group in streams_of(keys):
         groups: Any = await redis.xinfo_groups(stream) if await redis.exists(stream) else []
         for g in groups:
             if g["name"].decode() == group:
-                pending[group] = int(g["pending"])
-                lag[group] = int(g.get("lag") or 0)
+                pending[group] = pending.get(group, 0) + int(g["pending"])
+                lag[group] = lag.get(group, 0) + int(g.get("lag") or 0)
     dead = [decode_event(DeadLetter, f) for _, f in await _stream(redis, keys.dead)]
     return State(
         ingress=ingress,

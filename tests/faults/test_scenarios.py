@@ -26,6 +26,15 @@ async def test_scenario_holds(name: str, tmp_path: Path) -> None:
     assert int(row.figures["ingress_entries"]) >= PATCHES
 
 
+async def test_partitioned_execute_killed_mid_batch_holds(tmp_path: Path) -> None:
+    """F2 with the execute stage in partitions: every partition held, killed workers
+    take theirs up again, and the checker finds every patch decided exactly once."""
+    row = await SCENARIOS["F2p"](tmp_path, "valkey", PATCHES)
+    row.assert_ok()
+    assert int(row.figures["kills"]) > 0
+    assert int(row.figures["partitions_taken"]) >= 4
+
+
 @pytest.mark.parametrize("kind", ["valkey", "redis"])
 async def test_server_kill_9_holds(kind: str, tmp_path: Path) -> None:
     row = await SCENARIOS["F4"](tmp_path, kind, PATCHES)

@@ -119,7 +119,7 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def stage_stream(keys: Keys, stage: str, stream: str = "") -> str:
+def stage_stream(keys: Keys, stage: str, stream: str | None = None) -> str:
     """The stream a dead letter of ``stage`` read from ``stream`` is retried into: that
     one (an execute partition), or for a letter that does not say, the stage's first."""
     streams = {NORMALIZE: keys.patches, EXECUTE: keys.normalized_streams[0]}

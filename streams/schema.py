@@ -237,8 +237,8 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """Id of the failed entry in the stage's stream."""
     consumer: str = ""
     """The consumer that gave up on it."""
-    stream: str = ""
-    """The stream the entry was read from (an execute partition's); '' in letters of
+    stream: str | None = None
+    """The stream the entry was read from (an execute partition's); none in letters of
     versions before partitions: the stage's one stream."""
 
 

@@ -57,14 +57,15 @@ end
 
 -- The owner of an id: its record, if one has a digest. A record without one (written by
 -- an older version for a malformed entry) owns nothing. Returns owner, or nil and an
--- error for a record that is not a list holding an outcome as JSON.
+-- error for a record that is not a list holding an outcome as JSON; a third value true
+-- when there is no record at all.
 local function read_owner(key)
   local raw = redis.pcall('LINDEX', key, 0)
   if type(raw) == 'table' and raw.err then
     return nil, raw.err
   end
   if not raw then
-    return nil
+    return nil, nil, true
   end
   local ok, record = pcall(cjson.decode, raw)
   if not ok or type(record) ~= 'table' then
@@ -82,13 +83,15 @@ local function read_owner(key)
 end
 
 local owners = {}
+local absent = {}  -- no id record at all: writing one needs no DEL first
 for i = 1, n do
   local k_id = KEYS[4 + 4 * i - 1]
-  local owner, err = read_owner(k_id)
+  local owner, err, none = read_owner(k_id)
   if err then
     return redis.error_reply('ERR commit: id record ' .. k_id .. ': ' .. err)
   end
   owners[i] = owner
+  absent[i] = none
 end
 
 -- JSON of a replay's answer, for its outcome key; written out because cjson.encode
@@ -191,7 +194,12 @@ for i = 1, n do
     redis.call('XADD', KEYS[3], '*', unpack(add_at(outcome)))
     put_outcome(k_out, record, out_ttl)
     if kind ~= 'x' then  -- not owned (checked above): this patch takes the id
-      put_outcome(k_id, record, ttl)  -- a record without a digest gives way
+      if absent[i] and not written[k_id] then
+        redis.call('RPUSH', k_id, record)
+        redis.call('PEXPIRE', k_id, ttl)
+      else
+        put_outcome(k_id, record, ttl)  -- a record without a digest gives way
+      end
       written[k_id] = true
       acks[#acks + 1] = entry
     else

@@ -17,7 +17,8 @@ local ENTRY = 1    -- ingress entry id
 local KIND = 2     -- 'f' forward, 'r' reject
 local OUTCOME = 3  -- outcome fields [name, value, ...] without 'at' (reject, else {})
 local RECORD = 4   -- the entry's outcome as JSON, for its outcome key (reject, else '')
-local STREAM = 5   -- position in KEYS of the normalized stream it goes to (forward)
+local STREAM = 5   -- position in KEYS of the normalized stream it goes to (forward; a
+                   -- row of a version before partitions has none: KEYS[2])
 -- ARGV[6+i] entry i's normalized patch, msgpack bytes (forward, else '')
 -- The outcome fields come from streams.codec.event_fields; the script appends 'at'
 -- (server clock).
@@ -40,7 +41,8 @@ for i = 1, n do
     -- Its outcome key exists: this entry was rejected before and is delivered again (a
     -- consumer group created anew from id 0). One outcome per entry: only ack it.
     answered[i] = redis.call('EXISTS', k_out[i]) == 1
-  elseif row[KIND] ~= 'f' or type(ARGV[6 + i]) ~= 'string' or type(row[STREAM]) ~= 'number' then
+  elseif row[KIND] ~= 'f' or type(ARGV[6 + i]) ~= 'string'
+      or (row[STREAM] ~= nil and type(row[STREAM]) ~= 'number') then
     return redis.error_reply('ERR forward: row ' .. i .. ' is malformed')
   end
 end
@@ -48,7 +50,8 @@ if #KEYS < 3 + rejects or not ttl then
   return redis.error_reply('ERR forward: ' .. #KEYS .. ' keys for ' .. rejects .. ' rejections')
 end
 for i = 1, n do  -- a forward goes to KEYS[2] or to a stream after the outcome keys
-  local at = batch[i][STREAM]
+  local at = batch[i][STREAM] or 2
+  batch[i][STREAM] = at
   if batch[i][KIND] == 'f' and at ~= 2 and (at <= 3 + rejects or at > #KEYS) then
     return redis.error_reply('ERR forward: row ' .. i .. ' names key ' .. tostring(at))
   end

@@ -11,6 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
+from patchlog.consumers.messages import decode_normalized
 from patchlog.consumers.partitions import Partitioned
 from patchlog.consumers.runner import Runner
 from patchlog.streams.client import Client
@@ -18,7 +19,7 @@ from patchlog.streams.keys import partition_of
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import outcomes, runners, submit_load
+from tests.integration.helpers import outcomes, own_outcome, runners, submit_load
 
 _P = 4
 
@@ -146,3 +147,29 @@ async def _async(value: bool) -> bool:
 async def _submit(redis: Redis, settings: Settings, doc: str) -> str:
     client = Client(redis, settings.keys)
     return (await client.submit(doc, 0, ops=[{"op": "insert", "at": 1, "lines": ["x"]}])).id
+
+
+async def test_normalize_routes_each_patch_to_its_documents_partition(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """One forward call with rejections among patches of every partition: each patch
+    lands in its document's stream only, and the rejections get their outcome."""
+    settings = _partitioned(settings)
+    keys = settings.keys
+    docs = [f"doc-{i}" for i in range(24)]
+    sent = [await _submit(redis, settings, doc) for doc in docs]
+    bad = [await redis.xadd(keys.patches, {"doc": "x", "base": "zero"}) for _ in range(3)]
+    (normalize,) = runners(redis, settings, scripts, execute=0, drain=True)
+    await asyncio.wait_for(normalize.run(), 30)
+    seen: dict[str, int] = {}
+    for p, stream in enumerate(keys.normalized_streams):
+        for _, fields in await redis.xrange(stream):
+            patch = decode_normalized(fields[b"p"])
+            assert partition_of(patch.doc, _P) == p
+            seen[patch.id] = p
+    assert sorted(seen) == sorted(sent)
+    assert len(set(seen.values())) == _P
+    assert await redis.xlen(keys.normalized) == 0  # the unpartitioned name is unused
+    for entry in bad:
+        outcome = await own_outcome(redis, settings, entry)
+        assert outcome.code is RejectCode.INVALID

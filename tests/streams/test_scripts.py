@@ -72,10 +72,12 @@ def test_a_row_is_a_msgpack_array_in_field_order(row: CommitRow | ForwardRow) ->
 
 
 def test_a_forwarded_row_has_empty_rejection_values() -> None:
-    """A forwarded entry's row sends an empty outcome and record, as the script expects."""
+    """A forwarded entry's row sends an empty outcome and record, as the script expects,
+    and the position of its normalized stream in KEYS (2: the first, or only, one)."""
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(ForwardRow(entry="1-0", kind="f"))) == [
         "1-0",
         "f",
         [],
         "",
+        2,
     ]

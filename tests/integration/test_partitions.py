@@ -163,7 +163,8 @@ async def test_normalize_routes_each_patch_to_its_documents_partition(
     await asyncio.wait_for(normalize.run(), 30)
     seen: dict[str, int] = {}
     for p, stream in enumerate(keys.normalized_streams):
-        for _, fields in await redis.xrange(stream):
+        rows: Any = await redis.xrange(stream)
+        for _, fields in rows:
             patch = decode_normalized(fields[b"p"])
             assert partition_of(patch.doc, _P) == p
             seen[patch.id] = p

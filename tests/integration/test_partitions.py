@@ -174,3 +174,21 @@ async def test_normalize_routes_each_patch_to_its_documents_partition(
     for entry in bad:
         outcome = await own_outcome(redis, settings, entry)
         assert outcome.code is RejectCode.INVALID
+
+
+async def test_a_draining_worker_takes_every_free_partition_and_returns(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """``worker execute --burst`` over partitions: it takes every free one, decides
+    what each holds, returns, and leaves nothing held."""
+    settings = _partitioned(settings)
+    sent = [await _submit(redis, settings, f"doc-{i}") for i in range(30)]
+    (normalize,) = runners(redis, settings, scripts, execute=0, drain=True)
+    await asyncio.wait_for(normalize.run(), 30)
+    burst = Partitioned(redis, settings, scripts, "burst", drain=True)
+    await asyncio.wait_for(burst.run(), 60)
+    found = {o.id: o.status for o in await outcomes(redis, settings)}
+    assert found == dict.fromkeys(sent, OutcomeStatus.COMMITTED)
+    for p in range(_P):
+        assert await redis.get(settings.keys.partition_lease(p)) is None
+    assert await redis.zscore(settings.keys.members, "burst") is None

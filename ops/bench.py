@@ -93,6 +93,8 @@ class BenchResult(msgspec.Struct, kw_only=True):
     naive pipeline."""
     rate_basis: str = ""
     """Where an open-loop rate derived from a measured maximum came from."""
+    partitions: int = 1
+    """Execute partitions (``PATCHLOG_PARTITIONS``) of the run."""
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -135,6 +137,7 @@ async def run_scenario(
     naive: bool = False,
     fsync: Fsync = Fsync.ALWAYS,
     durability: Durability = Durability.NORMAL,
+    partitions: int = 1,
 ) -> BenchResult:
     """Run one scenario for ``seconds`` of measured load (after 1 s of warm-up), on
     patchlog's workers or, with ``naive``, on the naive pipeline's process instead;
@@ -153,6 +156,7 @@ async def run_scenario(
             naive=naive,
             fsync=fsync,
             durability=durability,
+            partitions=partitions,
         )
 
 
@@ -167,6 +171,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
     naive: bool,
     fsync: Fsync,
     durability: Durability,
+    partitions: int,
 ) -> BenchResult:
     folder = Path(tempfile.mkdtemp(prefix="patchlog-bench-"))
     namespace = f"bench{random.randrange(1 << 30):x}"
@@ -177,6 +182,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         namespace=namespace,
         fsync=fsync,
         durability=durability,
+        partitions=partitions,
     )
     supervisor = Supervisor(
         settings,
@@ -245,6 +251,7 @@ async def _measure(  # noqa: PLR0915 - one timed sequence, read top to bottom
         after = await _snapshot(redis, settings, ports, pids)
         result = _result(scenario, rate, load, elapsed, (before, after), naive=naive)
         result.appendfsync, result.durability = appendfsync, durability.value
+        result.partitions = partitions
         failed = False
         return result
     finally:
@@ -437,6 +444,7 @@ async def run_bench(
     min_ratio: float | None,
     fsync: Fsync = Fsync.ALWAYS,
     durability: Durability = Durability.NORMAL,
+    partitions: int = 1,
 ) -> int:
     """Run scenarios and baselines, print the tables, write JSON; the exit status.
 
@@ -475,6 +483,7 @@ async def run_bench(
                 naive=naive,
                 fsync=fsync,
                 durability=durability,
+                partitions=partitions,
             )
             result.rate_basis = basis
             results.append(result)
@@ -488,7 +497,7 @@ async def run_bench(
     if "default" in by_name and "default (naive)" in by_name:
         ratio = by_name["default"].committed_per_s / by_name["default (naive)"].committed_per_s
     out_console = Console(width=None if console.is_terminal else 200)
-    report(out_console, results, base, ratio, (normalize_workers, execute_workers))
+    report(out_console, results, base, ratio, (normalize_workers, execute_workers, partitions))
     out_console.print(f"server: {redact(url)}" if url else f"embedded server, asked for {fsync}")
     if out is not None:
         payload = {

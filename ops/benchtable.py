@@ -27,9 +27,10 @@ def report(
     results: list[BenchResult],
     base: dict[str, float],
     ratio: float | None,
-    workers: tuple[int, int],
+    workers: tuple[int, int, int],
 ) -> None:
-    """Print the figures table, the hop table and the lines under them."""
+    """Print the figures table, the hop table and the lines under them; ``workers``:
+    normalize workers, execute workers, execute partitions."""
     _figures(console, results, workers)
     if any(r.hops_ms for r in results):
         _hops(console, results)
@@ -50,11 +51,13 @@ def report(
         )
 
 
-def _figures(console: Any, results: list[BenchResult], workers: tuple[int, int]) -> None:
+def _figures(console: Any, results: list[BenchResult], workers: tuple[int, int, int]) -> None:
     from rich.table import Table  # noqa: PLC0415 - only the bench needs rich
 
     table = Table(
-        title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute); "
+        title=f"patchlog bench ({workers[0]} normalize, {workers[1]} execute"
+        + (f" in {workers[2]} partitions" if workers[2] > 1 else "")
+        + "); "
         "CPU in microseconds per committed patch, summed over a stage's workers"
     )
     columns = ("scenario", "mode", "committed/s", "p50 ms", "p99 ms", "max ms", "normalize us",

@@ -429,6 +429,8 @@ def demo(ctx: click.Context, patches: int, agents: int, n_docs: int, keep: bool)
 @click.option("--rate", type=float, help="Open loop at this many patches/s (default: closed loop).")
 @click.option("--normalize", "n_normalize", default=1, show_default=True, help="Normalize workers.")
 @click.option("--execute", "n_execute", default=1, show_default=True, help="Execute workers.")
+@click.option("--partitions", type=click.IntRange(1, 1024),
+              help="Execute partitions (default PATCHLOG_PARTITIONS, else 1).")  # fmt: skip
 @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Raw and naive.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default="bench.json",
               show_default=True, help="Write the figures here.")  # fmt: skip
@@ -442,6 +444,7 @@ def bench(
     rate: float | None,
     n_normalize: int,
     n_execute: int,
+    partitions: int | None,
     baselines: bool,
     json_out: str,
     min_ratio: float | None,
@@ -469,6 +472,7 @@ def bench(
             min_ratio=min_ratio,
             fsync=settings.fsync,
             durability=settings.durability,
+            partitions=partitions or settings.partitions,
         )
     )
     sys.exit(status)

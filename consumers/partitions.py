@@ -41,6 +41,13 @@ log = structlog.get_logger("patchlog.partitions")
 _WANTED_STEP = 0.5
 """Seconds between two rounds while a partition preferring this worker is still held by
 another (it hands it over at its own next round)."""
+_ROUND_S = 1.0
+"""Seconds between two rounds at most (a third of the lease if that is shorter): how
+soon a holder sees a new member and hands its share over."""
+_SETTLE_S = 0.5
+"""Seconds a starting worker is a member before it takes anything, so that workers
+started together (``up``, a deployment) split the partitions at once instead of the
+first one taking them all and handing half over, with a cold cache, a round later."""
 
 
 def consumer_name(worker: str, partition: int) -> str:
@@ -83,8 +90,10 @@ class Partitioned:
     async def run(self) -> None:
         """Hold this worker's share of the partitions until ``stop()`` (or, draining,
         until the partitions it took are drained). Raises what a runner raised."""
-        interval = self.settings.lease_ms / 3000
+        interval = min(self.settings.lease_ms / 3000, _ROUND_S)
         try:
+            if not self.drain:
+                await self._join(min(_SETTLE_S, interval))
             while not self._stopping.is_set():
                 wanted = await self._round()
                 self._raise_failed()
@@ -93,6 +102,14 @@ class Partitioned:
                 await self._wait(_WANTED_STEP if wanted else interval)
         finally:
             await self._stop_all()
+
+    async def _join(self, settle: float) -> None:
+        try:
+            await self.scripts.partition(keys=self._keys(), args=self._args("join"))
+        except ServerError as err:
+            await self._keep_on(err)
+            return
+        await self._wait(settle)
 
     async def _round(self) -> bool:
         """One round: renew, take, give up; whether a partition waits to be handed over."""

@@ -5,6 +5,7 @@
 --
 -- KEYS[1] members (sorted set)  KEYS[2+p] lease of partition p, for p = 0 .. #KEYS - 2
 -- ARGV[1] worker  ARGV[2] lease ttl (ms)  ARGV[3] operation:
+--   'join'    become (or stay) a member, take nothing yet
 --   'round'   join or stay, renew the partitions held, take the free ones preferring it
 --   'any'     the same, taking every free partition (a worker draining all it can)
 --   'release' give up the partitions ARGV[4..] (0-based) if it holds them
@@ -44,11 +45,14 @@ if op == 'leave' then
   end
   return {}
 end
-if op ~= 'round' and op ~= 'any' then
+if op ~= 'round' and op ~= 'any' and op ~= 'join' then
   return redis.error_reply('ERR partition: unknown operation ' .. tostring(op))
 end
 
 redis.call('ZADD', KEYS[1], now + ttl, me)
+if op == 'join' then
+  return {}
+end
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 table.sort(members)
 local held, extra, wanted = {}, {}, {}

@@ -186,6 +186,12 @@ class Supervisor:
             env[ENV_PREFIX + "LOG_LEVEL"] = "warning"
         env.pop(MULTIPROC_ENV, None)  # set by start when this supervisor serves the sum
         self._env = env
+        if settings.partitions > 1 and execute > settings.partitions:
+            log.warning(
+                "more execute workers than partitions: the extra ones stand by",
+                execute=execute,
+                partitions=settings.partitions,
+            )
         self.workers: list[WorkerProcess] = []
         port = metrics_base
         for stage, count in ((NORMALIZE, normalize), (EXECUTE, execute)):

@@ -137,10 +137,7 @@ def f2p(folder: Path, kind: str, patches: int) -> Awaitable[Row]:
     )
 
     async def figures(h: Harness, load: Load, patches: int) -> dict[str, Figure]:
-        return {
-            "kills": sum(h.fired().values()),
-            "partitions_taken": h.log_count('"partition taken"'),
-        }
+        return {"partitions_taken": h.log_count('"partition taken"')}
 
     return run("F2p", folder, kind, plan, patches, figures)
 

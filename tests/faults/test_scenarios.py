@@ -31,7 +31,7 @@ async def test_partitioned_execute_killed_mid_batch_holds(tmp_path: Path) -> Non
     take theirs up again, and the checker finds every patch decided exactly once."""
     row = await SCENARIOS["F2p"](tmp_path, "valkey", PATCHES)
     row.assert_ok()
-    assert int(row.figures["kills"]) > 0
+    assert sum(int(v) for k, v in row.figures.items() if k.startswith("fired ")) > 0
     assert int(row.figures["partitions_taken"]) >= 4
 
 

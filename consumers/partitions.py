@@ -137,8 +137,10 @@ class Partitioned:
         lease is, so that live workers do not lose their partitions while memory is short."""
         if isinstance(err, ServerUnavailable) and err.code == "OOM":
             with contextlib.suppress(ServerError):
-                for p in self.runners:
-                    await self.redis.pexpire(self.keys.partition_lease(p), self.settings.lease_ms)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for p in self.runners:
+                        pipe.pexpire(self.keys.partition_lease(p), self.settings.lease_ms)
+                    await pipe.execute()
         if not is_transient(err):
             raise err
         self.log.warning("partition round failed", error=f"{type(err).__name__}: {err}")
@@ -189,9 +191,12 @@ class Partitioned:
 
     def _raise_failed(self) -> None:
         for p, (_, task) in list(self.runners.items()):
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-            if task.done() and not self.drain:
+            if not task.done():
+                continue
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+            if not self.drain:
                 self.runners.pop(p)  # stopped after losing its lease; retaken if held
 
     async def _wait(self, seconds: float) -> None:

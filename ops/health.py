@@ -28,7 +28,7 @@ from patchlog.streams.keys import Keys
 from patchlog.streams.schema import HealthResult, HealthStatus
 from patchlog.streams.settings import Settings
 
-__all__ = ["GROUPS", "Prober", "latest"]
+__all__ = ["GROUPS", "Prober", "latest", "leased_consumers"]
 
 log = structlog.get_logger("patchlog.health")
 
@@ -246,12 +246,7 @@ class Prober:
             return {"length": length, "lag": length, "pending": 0, "read": -1, "oldest": None,
                     "live": set()}  # fmt: skip
         pending = int(info["pending"])
-        consumers: Any = await self.redis.xinfo_consumers(stream, group)
-        names = [c["name"].decode() for c in consumers]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.exists(self.keys.lease(group, name))
-            alive = await pipe.execute()
+        names = await leased_consumers(self.redis, self.keys, group, stream)
         partitioned = len(self.keys.group_streams(group)) > 1
         return {
             "length": length,
@@ -259,11 +254,7 @@ class Prober:
             "pending": pending,
             "read": _entries_read(info),
             "oldest": await self._oldest_pending_age(stream, group, pending),
-            "live": {
-                name.rpartition(":")[0] if partitioned else name
-                for name, up in zip(names, alive, strict=True)
-                if up
-            },
+            "live": {name.rpartition(":")[0] if partitioned else name for name in names},
         }
 
     async def _oldest_pending_age(self, stream: str, group: str, pending: int) -> float | None:
@@ -274,6 +265,23 @@ class Prober:
             return None
         ms = int(summary["min"].decode().split("-")[0])
         return max(0.0, round(time.time() - ms / 1000, 3))
+
+
+async def leased_consumers(redis: Redis, keys: Keys, group: str, stream: str) -> list[str]:
+    """The consumers of ``group`` on ``stream`` whose lease is alive, in the group's
+    order; none if the stream or the group does not exist. Read from the group rather
+    than by a SCAN for lease keys, whose cost grows with every key (an id record per
+    patch)."""
+    try:
+        consumers: Any = await redis.xinfo_consumers(stream, group)
+    except PatchlogError:
+        return []
+    names = [c["name"].decode() for c in consumers]
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(keys.lease(group, name))
+        alive = await pipe.execute()
+    return [name for name, up in zip(names, alive, strict=True) if up]
 
 
 def _entries_read(info: dict[str, Any]) -> int:

@@ -8,8 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from patchlog.ops.health import GROUPS, Prober, latest
-from patchlog.streams.errors import PatchlogError
+from patchlog.ops.health import GROUPS, Prober, latest, leased_consumers
 from patchlog.streams.keys import Keys
 from patchlog.streams.settings import Settings
 
@@ -70,21 +69,14 @@ async def gather_status(redis: Redis, settings: Settings) -> dict[str, Any]:
         return out
 
     async def workers() -> list[str]:
-        # The groups' consumers holding a lease: a SCAN of the keyspace for lease keys
-        # would cost in proportion to every key (an id record per patch), each refresh.
-        names = []
-        for group, _ in GROUPS:
-            for stream in keys.group_streams(group):
-                try:
-                    consumers: Any = await redis.xinfo_consumers(stream, group)
-                except PatchlogError:  # no stream or group yet
-                    continue
-                names += [(group, c["name"].decode()) for c in consumers]
-        async with redis.pipeline(transaction=False) as pipe:
-            for group, name in names:
-                pipe.exists(keys.lease(group, name))
-            alive = await pipe.execute()
-        return sorted(f"{g}:{n}" for (g, n), up in zip(names, alive, strict=True) if up)
+        return sorted(
+            [
+                f"{group}:{name}"
+                for group, _ in GROUPS
+                for stream in keys.group_streams(group)
+                for name in await leased_consumers(redis, keys, group, stream)
+            ]
+        )
 
     async def health() -> Any:
         result = await latest(redis, keys)

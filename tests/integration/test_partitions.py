@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -28,9 +29,9 @@ def _partitioned(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, partitions=_P)
 
 
-async def _until(check: Any, seconds: float, what: str) -> None:
+async def _until(check: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
-    while not await check():
+    while not check():
         assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
         await asyncio.sleep(0.05)
 
@@ -60,11 +61,11 @@ async def test_two_workers_share_the_partitions_and_commit_everything_once(
     settings = _partitioned(settings)
     first = Partitioned(redis, settings, scripts, "w0")
     first_task = asyncio.create_task(first.run())
-    await _until(lambda: _async(_held(first) == set(range(_P))), 10, "w0 holds every partition")
+    await _until(lambda: _held(first) == set(range(_P)), 10, "w0 holds every partition")
     second = Partitioned(redis, settings, scripts, "w1")
     second_task = asyncio.create_task(second.run())
     await _until(
-        lambda: _async(len(_held(first)) == _P // 2 and len(_held(second)) == _P // 2),
+        lambda: len(_held(first)) == _P // 2 and len(_held(second)) == _P // 2,
         15,
         "the partitions split two and two",
     )
@@ -105,16 +106,13 @@ async def test_partitions_of_a_silent_worker_are_taken_over(
     settings = _partitioned(settings)
     survivor = Partitioned(redis, settings, scripts, "alive")
     survivor_task = asyncio.create_task(survivor.run())
-    await _until(lambda: _async(_held(survivor) == set(range(_P))), 10, "alive holds all")
+    await _until(lambda: _held(survivor) == set(range(_P)), 10, "alive holds all")
     # A worker that took partition 0's lease and read its entries, then went silent: its
     # membership and leases expire, and its consumer holds read entries.
-    await survivor.scripts.partition(
-        keys=survivor._keys(), args=["alive", settings.lease_ms, "release", 0]
-    )
     await redis.set(settings.keys.partition_lease(0), "ghost", px=3000)
     await redis.zadd(settings.keys.members, {"ghost": time.time() * 1000 + 1})
     stream = settings.keys.normalized_streams[0]
-    await _until(lambda: _async(0 not in _held(survivor)), 10, "alive stopped reading 0")
+    await _until(lambda: 0 not in _held(survivor), 10, "alive stopped reading 0")
     (normalize,) = runners(redis, settings, scripts, execute=0, drain=True)
     docs = [d for d in (f"doc-{i}" for i in range(40)) if partition_of(d, _P) == 0][:5]
     client_ids = [await _submit(redis, settings, doc) for doc in docs]
@@ -126,7 +124,7 @@ async def test_partitions_of_a_silent_worker_are_taken_over(
     got: Any = await redis.xreadgroup("execute", "ghost:0", {stream: ">"}, count=100)
     assert len(got[0][1]) == len(docs)  # read, never decided
     started = time.monotonic()
-    await _until(lambda: _async(0 in _held(survivor)), 3 * settings.lease_ms / 1000 + 5, "taken")
+    await _until(lambda: 0 in _held(survivor), 3 * settings.lease_ms / 1000 + 5, "taken")
     found = []
     for _ in range(200):
         found = [o for o in await outcomes(redis, settings) if o.id in client_ids]
@@ -138,10 +136,6 @@ async def test_partitions_of_a_silent_worker_are_taken_over(
     assert time.monotonic() - started < 3 * settings.lease_ms / 1000 + 5
     survivor.stop()
     await asyncio.wait_for(survivor_task, 30)
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def _submit(redis: Redis, settings: Settings, doc: str) -> str:

@@ -15,6 +15,7 @@ from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.messages import decode_normalized
 from patchlog.consumers.partitions import Partitioned
 from patchlog.consumers.runner import Runner
+from patchlog.ops.status import stream_lengths
 from patchlog.streams.client import Client
 from patchlog.streams.keys import partition_of
 from patchlog.streams.schema import OutcomeStatus, RejectCode
@@ -165,6 +166,7 @@ async def test_normalize_routes_each_patch_to_its_documents_partition(
     assert sorted(seen) == sorted(sent)
     assert len(set(seen.values())) == _P
     assert await redis.xlen(keys.normalized) == 0  # the unpartitioned name is unused
+    assert (await stream_lengths(redis, keys))["normalized"] == len(sent)  # status's sum
     for entry in bad:
         outcome = await own_outcome(redis, settings, entry)
         assert outcome.code is RejectCode.INVALID

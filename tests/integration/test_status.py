@@ -27,6 +27,7 @@ async def test_status_json_matches_xinfo_field_by_field(
     for n in range(5):  # a backlog for normalize, some of it read and not acknowledged
         await client.submit("d", 1, ops=[{"op": "insert", "at": 1, "lines": [f"late {n}"]}])
     await redis.xreadgroup("normalize", "held", {settings.keys.patches: ">"}, count=2)
+    await redis.set(settings.keys.lease("normalize", "held"), b"{}", px=60_000)
     where = ["--redis-url", settings.redis_url, "--namespace", settings.namespace]
     status, out, err = await patchlog("status", "--json", *where)
     assert status == 0, err
@@ -44,6 +45,8 @@ async def test_status_json_matches_xinfo_field_by_field(
     assert shown["groups"]["normalize"]["lag"] == 3
     assert shown["groups"]["normalize"]["oldest_pending_s"] >= 0
     assert shown["server"]["product"] in ("valkey", "redis")
+    # The consumer holding a lease; the drained workers' consumers have none.
+    assert shown["workers"] == ["normalize:held"]
     status, out, _ = await patchlog("status", *where)
     assert status == 0
     assert "group       normalize lag 3, pending 2" in out

@@ -126,7 +126,7 @@ class ExecuteStage:
         self.settings = settings
         self.scripts = scripts
         self.keys = settings.keys
-        self.stream = stream or self.keys.normalized_streams[0]
+        self.stream = stream or self.keys.normalized_stream(0)
         self.docs = DocCache(redis, self.keys)
         self._checkpoints: list[tuple[str, int, list[str]]] = []
         self._contended_until = 0.0

@@ -119,7 +119,7 @@ class NormalizeStage:
         turn = time.monotonic()
         told: list[dict[str, Any]] = []  # each entry's log line, written once decided
         self.metrics.discard()  # what a batch that failed noted: it is noted again
-        keys = [self.keys.patches, self.keys.normalized_streams[0], self.keys.outcomes]
+        keys = [self.keys.patches, self.keys.normalized_stream(0), self.keys.outcomes]
         targets: dict[str, None] = {}  # further normalized streams, in order of first use
         batch: list[ForwardRow | tuple[str, str]] = []  # a forward: (entry id, its stream)
         payloads: list[bytes] = []

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from patchlog.consumers.messages import decode_normalized
+from patchlog.consumers.runner import parse_id
 from patchlog.streams.errors import CorruptEntry, GroupMissing
 from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
 
@@ -23,12 +24,6 @@ __all__ = ["PendingByDoc", "earlier_pending", "pending_by_doc"]
 
 _PAGE = 500
 _PAGES = 20  # at most 10,000 pending entries looked at per stream: a bounded scan
-
-
-def _stream_id(text: str) -> tuple[int, int]:
-    """A stream id as a comparable (milliseconds, sequence) pair."""
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def _pending(redis: Redis, stream: str, group: str, before: str | None) -> list[bytes]:
@@ -79,7 +74,7 @@ class PendingByDoc:
 
     def earlier(self, doc: str, src: str) -> str | None:
         """The id of a pending entry for ``doc`` submitted before ingress id ``src``."""
-        mine = _stream_id(src)
+        mine = parse_id(src)
         for rows in (self.ingress.get(doc, ()), self.internal.get(doc, ())):
             for submitted, stream_id in rows:
                 if submitted < mine:
@@ -91,12 +86,12 @@ async def pending_by_doc(redis: Redis, keys: Keys, stream: str | None = None) ->
     """Read both pending lists (bounded) and the documents of their entries: the ingress
     stream's and that of normalized ``stream`` (default: the first; a document's patches
     all go to one, ``Keys.normalized_of``)."""
-    stream = stream or keys.normalized_streams[0]
+    stream = stream or keys.normalized_stream(0)
     ingress: dict[str, list[tuple[tuple[int, int], str]]] = {}
     pending = await _pending(redis, keys.patches, NORMALIZE, None)
     for stream_id, fields in await _bodies(redis, keys.patches, pending):
         doc = fields.get(b"doc", b"").decode("utf-8", "replace")
-        ingress.setdefault(doc, []).append((_stream_id(stream_id), stream_id))
+        ingress.setdefault(doc, []).append((parse_id(stream_id), stream_id))
     internal: dict[str, list[tuple[tuple[int, int], str]]] = {}
     pending = await _pending(redis, stream, EXECUTE, None)
     for stream_id, fields in await _bodies(redis, stream, pending):
@@ -104,7 +99,7 @@ async def pending_by_doc(redis: Redis, keys: Keys, stream: str | None = None) ->
             patch = decode_normalized(fields[b"p"])
         except (KeyError, CorruptEntry):
             continue  # an entry nobody can read is no predecessor to wait for
-        internal.setdefault(patch.doc, []).append((_stream_id(patch.src), stream_id))
+        internal.setdefault(patch.doc, []).append((parse_id(patch.src), stream_id))
     return PendingByDoc(ingress, internal)
 
 

@@ -34,7 +34,7 @@ from patchlog.streams.errors import ServerError, ServerUnavailable, is_transient
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
 
-__all__ = ["Partitioned", "consumer_name"]
+__all__ = ["Partitioned", "consumer_name", "worker_of"]
 
 log = structlog.get_logger("patchlog.partitions")
 
@@ -53,6 +53,11 @@ first one taking them all and handing half over, with a cold cache, a round late
 def consumer_name(worker: str, partition: int) -> str:
     """The consumer name a worker reads a partition as."""
     return f"{worker}:{partition}"
+
+
+def worker_of(consumer: str) -> str:
+    """The worker behind a partition's consumer name (``consumer_name``'s inverse)."""
+    return consumer.rpartition(":")[0]
 
 
 class Partitioned:
@@ -154,7 +159,7 @@ class Partitioned:
         return [self.worker, self.settings.lease_ms, op, *extra]
 
     def _start(self, p: int) -> None:
-        stream = self.keys.normalized_streams[p]
+        stream = self.keys.normalized_stream(p)
         stage = ExecuteStage(self.redis, self.settings, self.scripts, stream)
         runner = Runner(
             self.redis,

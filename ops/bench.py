@@ -51,6 +51,7 @@ from patchlog.ops.load import (
     seed,
     tail,
 )
+from patchlog.ops.purge import purge_all
 from patchlog.ops.supervisor import Supervisor
 from patchlog.streams.connection import connect, read_persistence
 from patchlog.streams.errors import ServerRefused
@@ -361,7 +362,7 @@ class _Parts:
         if self.baseline is not None:
             steps.append(_stop_process(self.baseline))
         if self.redis is not None and self.external:
-            steps.append(_delete_namespace(self.redis, self.namespace))
+            steps.append(purge_all(self.redis, self.namespace))
         self.supervisor.stop()
         steps.append(self.supervisor.shutdown())
         if self.appender is not None:
@@ -384,18 +385,6 @@ def _show_log_tail(path: Path, lines: int = 30) -> None:
     except OSError:
         return
     print(f"--- last lines of {path.name} ---", *tail_lines, sep="\n", file=sys.stderr)
-
-
-async def _delete_namespace(redis: Redis, namespace: str) -> None:
-    """Remove every key of a bench run from a server the user gave (bounded by its keys)."""
-    batch: list[bytes] = []
-    async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.unlink(*batch)
-            batch = []
-    if batch:
-        await redis.unlink(*batch)
 
 
 def _free_ports(count: int) -> int:

@@ -122,7 +122,7 @@ class Refused(msgspec.Struct, frozen=True, kw_only=True):
 def stage_stream(keys: Keys, stage: str, stream: str | None = None) -> str:
     """The stream a dead letter of ``stage`` read from ``stream`` is retried into: that
     one (an execute partition), or for a letter that does not say, the stage's first."""
-    streams = {NORMALIZE: keys.patches, EXECUTE: keys.normalized_streams[0]}
+    streams = {NORMALIZE: keys.patches, EXECUTE: keys.normalized_stream(0)}
     if stage not in streams:
         known = ", ".join(streams)
         raise Unretryable(f"stage {stage!r} has no stream to retry into (known: {known})")

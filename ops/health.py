@@ -21,6 +21,7 @@ import msgspec
 import structlog
 from redis.asyncio import Redis
 
+from patchlog.consumers.partitions import worker_of
 from patchlog.ops.judge import GroupSample, Verdict, judge_group, worst
 from patchlog.streams.codec import decode_event, event_fields
 from patchlog.streams.errors import CorruptEntry, PatchlogError
@@ -196,8 +197,13 @@ class Prober:
             read: int | None = 0
             oldest_age: float | None = None
             live: set[str] = set()
-            for stream in streams:
-                part = await self._probe_stream(stream, group)
+            partitioned = len(streams) > 1
+            # Concurrently: one stream's round trips after another would make a round
+            # over many partitions outlast the probe timeout.
+            parts = await asyncio.gather(
+                *(self._probe_stream(stream, group, partitioned) for stream in streams)
+            )
+            for part in parts:
                 length += part["length"]
                 lag += part["lag"]
                 pending += part["pending"]
@@ -231,7 +237,7 @@ class Prober:
 
         return probe
 
-    async def _probe_stream(self, stream: str, group: str) -> dict[str, Any]:
+    async def _probe_stream(self, stream: str, group: str, partitioned: bool) -> dict[str, Any]:
         """One stream's part of a group probe: length, lag, pending, entries read (-1:
         the server cannot tell), oldest pending age, and the workers holding a lease
         among its consumers (a partition's consumer ``<worker>:<p>`` counts as its
@@ -247,14 +253,13 @@ class Prober:
                     "live": set()}  # fmt: skip
         pending = int(info["pending"])
         names = await leased_consumers(self.redis, self.keys, group, stream)
-        partitioned = len(self.keys.group_streams(group)) > 1
         return {
             "length": length,
             "lag": int(info.get("lag") or 0) if info.get("lag") is not None else length,
             "pending": pending,
             "read": _entries_read(info),
             "oldest": await self._oldest_pending_age(stream, group, pending),
-            "live": {name.rpartition(":")[0] if partitioned else name for name in names},
+            "live": {worker_of(name) if partitioned else name for name in names},
         }
 
     async def _oldest_pending_age(self, stream: str, group: str, pending: int) -> float | None:

@@ -215,7 +215,7 @@ class PipelineMetrics:
             return [up]
         parts: dict[str, Awaitable[Any]] = {
             "server": _server_part(redis),
-            "streams": _streams_part(redis, self.settings),
+            "streams": stream_lengths(redis, self.settings.keys),
             **{f"group:{g}": prober.probe_group(g, stream)() for g, stream in GROUPS},
             "health": latest(redis, self.settings.keys),
         }
@@ -303,10 +303,6 @@ def _server_families(server: dict[str, float]) -> list[Metric]:
     )
     system.add_metric([], server["system"])
     return [ping, used, limit, system]
-
-
-async def _streams_part(redis: Redis, settings: Settings) -> dict[str, int]:
-    return await stream_lengths(redis, settings.keys)
 
 
 def _group_families(groups: dict[str, dict[str, Any] | None]) -> list[Metric]:

@@ -20,17 +20,17 @@ STREAMS = ("patches", "normalized", "revisions", "outcomes", "dead", "health")
 
 async def stream_lengths(redis: Redis, keys: Keys) -> dict[str, int]:
     """Each stream's length by role (``STREAMS``), the partitions of one role summed."""
+    roles = [(name, keys.role_streams(name)) for name in STREAMS]
     async with redis.pipeline(transaction=False) as pipe:
-        for name in STREAMS:
-            for stream in keys.role_streams(name):
+        for _, streams in roles:
+            for stream in streams:
                 pipe.xlen(stream)
         replies: list[Any] = await pipe.execute()
     out: dict[str, int] = {}
     at = 0
-    for name in STREAMS:
-        count = len(keys.role_streams(name))
-        out[name] = sum(int(n) for n in replies[at : at + count])
-        at += count
+    for name, streams in roles:
+        out[name] = sum(int(n) for n in replies[at : at + len(streams)])
+        at += len(streams)
     return out
 
 

@@ -48,15 +48,15 @@ class Keys(msgspec.Struct, frozen=True):
     def normalized_streams(self) -> tuple[str, ...]:
         """Every normalized stream: ``normalized`` alone with one partition, else one per
         partition, ``<ns>:normalized:<p>``, each read by the one worker owning it."""
-        if self.partitions <= 1:
-            return (self.normalized,)
-        return tuple(f"{self.normalized}:{p}" for p in range(self.partitions))
+        return tuple(self.normalized_stream(p) for p in range(self.partitions))
+
+    def normalized_stream(self, partition: int) -> str:
+        """The normalized stream of one partition (``normalized`` itself with one)."""
+        return self.normalized if self.partitions <= 1 else f"{self.normalized}:{partition}"
 
     def normalized_of(self, doc: str) -> str:
         """The normalized stream that carries ``doc``'s patches."""
-        if self.partitions <= 1:
-            return self.normalized
-        return f"{self.normalized}:{partition_of(doc, self.partitions)}"
+        return self.normalized_stream(partition_of(doc, self.partitions))
 
     def group_streams(self, group: str) -> tuple[str, ...]:
         """The streams consumer group ``group`` reads (``NORMALIZE`` or ``EXECUTE``)."""
@@ -143,7 +143,3 @@ class Keys(msgspec.Struct, frozen=True):
     def lease(self, group: str, consumer: str) -> str:
         """A worker's lease (heartbeat) on the entries it holds; expires when it dies."""
         return f"{self.namespace}:lease:{group}:{consumer}"
-
-    def lease_pattern(self, group: str) -> str:
-        """SCAN pattern matching every lease of a group."""
-        return f"{self.namespace}:lease:{group}:*"

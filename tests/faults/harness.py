@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from patchlog.ops.config import settings_env
@@ -39,6 +40,13 @@ __all__ = ["Harness", "Plan", "Proc", "harness"]
 
 PROJECTOR = "projector"
 HEALTH = "health"
+
+
+def log_count(folder: Path, text: str) -> int:
+    """Lines of the logs of a harness's ``folder`` (open or closed) that contain ``text``."""
+    return sum(
+        path.read_text(errors="replace").count(text) for path in (folder / "logs").glob("*.log")
+    )
 
 
 @dataclasses.dataclass
@@ -69,8 +77,6 @@ class Proc:
     args: list[str]
     process: asyncio.subprocess.Process | None = None
     exits: list[int] = dataclasses.field(default_factory=list)
-    held: bool = False
-    """Not restarted while set (a scenario keeps it down)."""
 
     @property
     def pid(self) -> int:
@@ -147,10 +153,10 @@ class Harness:
         while not self._closing:
             for proc in self.procs:
                 p = proc.process
-                if p is not None and p.returncode is not None and not proc.held:
+                if p is not None and p.returncode is not None:
                     proc.exits.append(p.returncode)
                     proc.process = None
-                if proc.process is None and not proc.held and not self._closing:
+                if proc.process is None and not self._closing:
                     await asyncio.sleep(0.3)
                     await self._spawn(proc)
             await asyncio.sleep(0.1)
@@ -223,10 +229,7 @@ class Harness:
 
     def log_count(self, text: str) -> int:
         """Lines of every process's log that contain ``text``."""
-        return sum(
-            path.read_text(errors="replace").count(text)
-            for path in (self.folder / "logs").glob("*.log")
-        )
+        return log_count(self.folder, text)
 
     # -- the server -----------------------------------------------------------------------
 
@@ -254,7 +257,6 @@ class Harness:
         no entry is undelivered or pending in either group and the projector has
         written the last revision. Returns the seconds it took; raises ``TimeoutError``."""
         for proc in self.procs:
-            proc.held = False
             with contextlib.suppress(RuntimeError, ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)
         keys = self.settings.keys
@@ -262,7 +264,7 @@ class Harness:
         while True:
             busy = []
             for stream, group in streams_of(keys):
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(ResponseError):  # no stream or group yet
                     groups: Any = await self.redis.xinfo_groups(stream)
                     busy += [
                         f"{group}: lag {g.get('lag')} pending {g['pending']}"

@@ -30,7 +30,7 @@ from patchlog.streams.limits import Limits
 from patchlog.streams.schema import HealthResult, Outcome, OutcomeStatus
 from tests.faults.checker import check
 from tests.faults.clients import Load, Submission
-from tests.faults.harness import Harness, Plan
+from tests.faults.harness import Harness, Plan, log_count
 from tests.faults.history import Event, Kind, save
 from tests.faults.proxy import Proxy
 from tests.faults.row import Figure, Row
@@ -590,20 +590,13 @@ async def _f15_fault(h: Harness, load: Load, patches: int) -> dict[str, Figure]:
     }
 
 
-def _log_count(folder: Path, text: str) -> int:
-    """``Harness.log_count`` once the harness is closed: lines of its logs with ``text``."""
-    return sum(
-        path.read_text(errors="replace").count(text) for path in (folder / "logs").glob("*.log")
-    )
-
-
 async def f15(folder: Path, kind: str, patches: int) -> Row:
     """Retention trims the ingress stream hard while execute is stopped: nothing pending
     is trimmed, no worker meets a pending entry without its body, nothing is lost."""
     plan = Plan(settings={"patches_retention": RETENTION_S})
     row = await run("F15", folder, kind, plan, patches, _f15_fault)
     fig = row.figures
-    lost_by_trim = _log_count(folder, LOST_BY_TRIM)
+    lost_by_trim = log_count(folder, LOST_BY_TRIM)
     fig["lost_by_trim"] = lost_by_trim
     row.check(lost_by_trim == 0, f"workers logged {lost_by_trim} pending entries lost by trim")
     row.check(

@@ -39,7 +39,6 @@ async def test_partitioned_execute_killed_mid_batch_holds(tmp_path: Path) -> Non
 async def test_server_kill_9_holds(kind: str, tmp_path: Path) -> None:
     row = await SCENARIOS["F4"](tmp_path, kind, PATCHES)
     row.assert_ok()
-    assert row.figures["server_kills"] == 2
     assert int(row.figures["pel_entries_compared"]) > 0  # the freeze caught work in hand
 
 

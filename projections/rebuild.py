@@ -14,10 +14,10 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from patchlog.projections.fold import fold_revision
 from patchlog.streams.content import EMPTY_HASH, content_hash
+from patchlog.streams.errors import KeyChanged
 from patchlog.streams.keys import Keys
 from patchlog.streams.log import (
     checked_snapshot,
@@ -292,6 +292,6 @@ async def _repair_head(redis: Redis, keys: Keys, name: str, built: Rebuilt) -> b
                 },
             )
             await pipe.execute()
-    except WatchError:
+    except KeyChanged:
         return False
     return True

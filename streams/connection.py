@@ -25,6 +25,7 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisError,
     TryAgainError,
+    WatchError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +34,7 @@ from patchlog.streams.codec import entry_fields
 from patchlog.streams.errors import (
     CommandFailed,
     GroupMissing,
+    KeyChanged,
     ServerError,
     ServerRefused,
     ServerUnavailable,
@@ -85,10 +87,13 @@ _CODE_OF = {
 _PIPELINE_PREFIX = " of pipeline caused error: "
 
 
-def translate(err: RedisError | OSError) -> ServerError:
+def translate(err: RedisError | OSError) -> ServerError | KeyChanged:
     """patchlog's exception for a redis-py (or socket) error: ``ServerRefused`` for bad
     credentials or missing permissions, ``ServerUnavailable`` for what passes by itself,
-    ``CommandFailed`` (with the reply text) for an error reply."""
+    ``KeyChanged`` for a transaction a watched key aborted, ``CommandFailed`` (with the
+    reply text) for an error reply."""
+    if isinstance(err, WatchError):
+        return KeyChanged(str(err) or "a watched key changed")
     # The reply is the first argument; redis-py adds others to pipeline errors.
     text = str(err.args[0]) if err.args else ""
     if _PIPELINE_PREFIX in text:

@@ -15,6 +15,7 @@
     ├── VerifyFailed          the revision log and the live state disagree
     ├── NotFound              a document or revision that does not exist
     ├── Timeout               a bounded wait ran out (waiting for an outcome, draining)
+    ├── KeyChanged            a transaction was not run: a key it watched changed
     ├── RetryLater            control-flow signal: try these entries again later, no failure
     └── EditorFailed          (ops.editor) `patchlog edit`'s editor failed: nothing is sent
 
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptEntry",
     "DataDirLocked",
     "GroupMissing",
+    "KeyChanged",
     "NotDurable",
     "NotFound",
     "PatchlogError",
@@ -147,6 +149,11 @@ class NotFound(PatchlogError):
 
 class Timeout(PatchlogError):
     """A bounded wait ran out: no outcome in time, or a drain that did not finish."""
+
+
+class KeyChanged(PatchlogError):
+    """A ``MULTI``/``EXEC`` was not run because a key it ``WATCH``ed changed: another
+    writer got there first. Nothing was written; the caller reads again or gives way."""
 
 
 class RetryLater(PatchlogError):

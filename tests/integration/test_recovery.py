@@ -15,7 +15,7 @@ from patchlog.consumers.runner import Runner
 from patchlog.projections.load import load_content, read_document
 from patchlog.streams.client import Client
 from patchlog.streams.connection import connect
-from patchlog.streams.errors import CommandFailed, ServerUnavailable
+from patchlog.streams.errors import CommandFailed, KeyChanged, ServerUnavailable
 from patchlog.streams.log import write_snapshot
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
@@ -137,6 +137,16 @@ async def test_client_raises_patchlog_errors_from_commands_pipelines_and_scripts
     await redis.script_flush()  # the registered script loads itself again (NOSCRIPT)
     with pytest.raises(CommandFailed):
         await scripts.claim(keys=[], args=[])
+    # A transaction whose watched key another writer changed is KeyChanged, which
+    # rebuild --repair takes as "a commit came first", never a redis-py exception.
+    async with redis.pipeline(transaction=True) as pipe:
+        await pipe.watch(key)
+        await redis.set(key, "committed meanwhile")
+        pipe.multi()  # type: ignore[no-untyped-call]
+        pipe.set(key, "repaired")
+        with pytest.raises(KeyChanged):
+            await pipe.execute()
+    assert await redis.get(key) == b"committed meanwhile"
     dead = connect(msgspec.structs.replace(settings, retries=0), "redis://127.0.0.1:1/0")
     try:
         with pytest.raises(ServerUnavailable):

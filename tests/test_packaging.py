@@ -74,8 +74,12 @@ def test_layer_check_fails_on_an_upward_import(tmp_path: Path) -> None:
         "def f() -> None:\n    from patchlog.projections.fold import fold\n"
     )
     (tmp_path / "consumers" / "launch.py").write_text('ARGS = ["-m", "patchlog.ops.cli"]\n')
+    (tmp_path / "projections" / "parent.py").write_text("from patchlog import consumers\n")
+    (tmp_path / "streams" / "relative.py").write_text("from .. import ops\n")
     result = _check_layers(tmp_path)
     assert result.returncode == 1
     assert "streams/bad.py:2: imports patchlog.projections.fold" in result.stderr
     assert "consumers/launch.py:1: imports patchlog.ops.cli" in result.stderr
+    assert "projections/parent.py:1: imports patchlog.consumers" in result.stderr
+    assert "streams/relative.py:1: imports patchlog.ops" in result.stderr
     assert "ok.py" not in result.stderr

@@ -6,8 +6,10 @@ gets its own namespace, so tests never see each other's keys.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +18,7 @@ from patchlog.streams.connection import connect
 from patchlog.streams.scripts import Scripts, load
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import KINDS, binary_for, free_port
+from tests.integration.helpers import KINDS, Cli, binary_for, free_port
 
 
 @pytest.fixture(scope="session", params=KINDS)
@@ -61,3 +63,20 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 def scripts(redis: Redis) -> Scripts:
     """The server-side scripts, registered on the test's client."""
     return load(redis)
+
+
+@pytest.fixture
+async def clis(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Cli]]]:
+    """Start CLI processes; whatever happens in the test, none outlives it."""
+    started: list[Cli] = []
+
+    async def start(*args: str) -> Cli:
+        cli = await Cli(tmp_path, *args).start()
+        started.append(cli)
+        return cli
+
+    yield start
+    for cli in started:
+        cli.kill()
+        with contextlib.suppress(TimeoutError):
+            await cli.wait(10)

@@ -1,5 +1,6 @@
 """The integration tests' helpers, the one module they import them from: servers,
-stages run in-process, a concurrent load, and reading what the stages wrote."""
+stages run in-process, a concurrent load, reading what the stages wrote, patchlog's
+commands run as child processes, and documents compared with a folder."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import contextlib
 import os
 import random
 import shutil
+import signal
+import sys
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,13 @@ from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.normalize import NormalizeStage
 from patchlog.consumers.runner import Runner
 from patchlog.ops.randomops import single_op, stale_base
+from patchlog.projections.load import load_content
+from patchlog.projections.paths import doc_of
 from patchlog.streams.client import Client
 from patchlog.streams.codec import decode_event
-from patchlog.streams.log import read_head
+from patchlog.streams.content import content_bytes
+from patchlog.streams.errors import ServerError
+from patchlog.streams.log import read_head, read_heads
 from patchlog.streams.schema import IdRecord, Outcome
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.server import EmbeddedServer, free_port, server_binary
@@ -31,15 +39,25 @@ from patchlog.streams.settings import Settings
 
 __all__ = [
     "KINDS",
+    "NAMED",
+    "Cli",
     "binary_for",
     "by_src",
+    "committed",
     "dedicated_server",
     "drain",
+    "folder_documents",
     "free_port",
+    "live_documents",
+    "outcome",
     "outcomes",
     "own_outcome",
+    "patchlog",
+    "pipeline_load",
     "runners",
     "submit_load",
+    "submit_named",
+    "until",
 ]
 
 KINDS = [k for k in os.environ.get("PATCHLOG_TEST_SERVERS", "valkey,redis").split(",") if k]
@@ -174,3 +192,180 @@ async def submit_load(
 
     await asyncio.gather(*(submitter(k) for k in range(submitters)))
     return ids
+
+
+# -- patchlog's commands as child processes ---------------------------------------------
+
+
+async def patchlog(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    """Run ``python -m patchlog ARGS``; (status, stdout, stderr). It must end within
+    ``timeout`` seconds (it is killed otherwise)."""
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "patchlog", *args,
+        env={**clean, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"patchlog {' '.join(args)} still ran after {timeout} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class Cli:
+    """``python -m patchlog ARGS`` in the background, output kept in files (a pipe
+    nobody reads would fill up and block it)."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.args = args
+        self.out = folder / f"cli-{time.monotonic_ns()}.out"
+        self.err = self.out.with_suffix(".err")
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Cli:
+        # Only the test's arguments configure it, not the environment it runs in.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
+        }
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "patchlog", *self.args,
+                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+            )  # fmt: skip
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    async def wait(self, timeout: float) -> int:
+        """Its exit status, which must come within ``timeout`` seconds."""
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and its exit status (within ``timeout`` seconds)."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL if it still runs (cleanup after a failed test)."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``check`` (server errors count as not yet) until true, for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(ServerError):
+            if await check():
+                return
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+async def outcome(redis: Redis, patch_id: str) -> dict[str, str] | None:
+    """The outcome fields of ``patch_id`` in the outcomes stream, if there is one."""
+    rows: Any = await redis.xrange(Settings().keys.outcomes)
+    for _, fields in rows:
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        if decoded.get("id") == patch_id:
+            return decoded
+    return None
+
+
+async def committed(redis: Redis, patch_id: str, timeout: float = 60) -> None:
+    """Wait (bounded) until ``patch_id`` has its outcome, and check it committed."""
+
+    async def has_outcome() -> bool:
+        return await outcome(redis, patch_id) is not None
+
+    await until(has_outcome, timeout, f"an outcome for {patch_id}")
+    assert (await outcome(redis, patch_id) or {})["status"] == "committed"
+
+
+# -- documents in a folder and on the server ---------------------------------------------
+
+# Names that a careless mapping would put in one file: case, a document that is also the
+# folder of others, a trailing .d, non-ASCII, spaces and the escape characters.
+NAMED = [
+    "notes",
+    "notes/today.md",
+    "Notes/Today.md",
+    "NOTES/today.md",
+    "notes/today.md.d",
+    "Café/menu",
+    "cafe\u0301/menu",
+    "a b/c~d+e",
+    ".env",
+    "con.txt",
+]
+
+
+async def live_documents(redis: Redis, settings: Settings) -> dict[str, bytes]:
+    """Every document at its head, as the bytes of its file."""
+    names: Any = await redis.smembers(settings.keys.docs)
+    out = {}
+    for raw in names:
+        doc = raw.decode()
+        out[doc] = content_bytes((await load_content(redis, settings.keys, doc)).lines)
+    return out
+
+
+def folder_documents(folder: Path) -> dict[str, bytes]:
+    """Every document file in ``folder`` by its document name (patchlog's own dotted
+    files left out)."""
+    out = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            out[doc_of(path.relative_to(folder).as_posix())] = path.read_bytes()
+    return out
+
+
+async def submit_named(redis: Redis, settings: Settings, tag: int, revisions: int = 3) -> None:
+    """A few revisions of each of ``NAMED`` (a pipeline must be running)."""
+    client = Client(redis, settings.keys)
+    for n in range(revisions):
+        heads = await read_heads(redis, settings.keys, NAMED)
+        submitted = [
+            await client.submit(
+                doc, heads[doc].rev, ops=[{"op": "insert", "at": 1, "lines": [f"{doc} {tag}/{n}"]}]
+            )
+            for doc in NAMED
+        ]
+        for one in submitted:
+            outcome = await client.wait(one, 30)
+            assert outcome.status == "committed", outcome
+
+
+async def pipeline_load(
+    redis: Redis, settings: Settings, scripts: Scripts, *, patches: int, docs: int, seed: int
+) -> None:
+    """A closed-loop load through in-process stage workers, plus the tricky names."""
+    workers = runners(redis, settings, scripts, drain=False)
+    tasks = [asyncio.create_task(r.run()) for r in workers]
+    try:
+        await submit_named(redis, settings, seed)
+        await submit_load(redis, settings, submitters=8, patches=patches, docs=docs, seed=seed)
+    finally:
+        for r in workers:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)

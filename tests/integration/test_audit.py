@@ -20,8 +20,7 @@ from patchlog.projections.rebuild import rebuild, verify
 from patchlog.streams.keys import Keys
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import runners
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import patchlog, runners
 
 EVERY = 7
 EDITS = 60

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,30 +17,7 @@ from patchlog.streams.connection import connect
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
-from tests.integration.helpers import dedicated_server, drain, free_port, runners
-
-
-async def patchlog(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> tuple[int, str, str]:
-    """Run ``python -m patchlog ARGS``; (status, stdout, stderr). It must end within
-    ``timeout`` seconds (it is killed otherwise)."""
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "patchlog", *args,
-        env={**clean, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError(f"patchlog {' '.join(args)} still ran after {timeout} s") from None
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.integration.helpers import dedicated_server, drain, free_port, patchlog, runners
 
 
 async def test_options_after_the_command_and_errors_in_one_line(

@@ -16,8 +16,7 @@ from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.schema import DeadLetter, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain, outcomes, own_outcome, runners
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import drain, outcomes, own_outcome, patchlog, runners
 
 OPS = '[{"op":"insert","at":1,"lines":["x"]}]'
 

@@ -16,8 +16,7 @@ from patchlog.projections.client import Client
 from patchlog.projections.load import read_document
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import runners
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import patchlog, runners
 
 # The editor: each call runs the next step listed in STEPS (a JSON file), counting calls
 # in CALLS. A step may first commit a competing patch (with the CLI, like another user),

@@ -18,8 +18,7 @@ from patchlog.projections.history import at_revision, rev_at_time
 from patchlog.streams.content import content_bytes
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.test_cli import patchlog
-from tests.integration.test_projector import folder_documents, live_documents, pipeline_load
+from tests.integration.helpers import folder_documents, live_documents, patchlog, pipeline_load
 
 _SUMMARY = re.compile(r"^exported ([\d,]+) documents \(([\d,]+) revisions.*\) to .+ in [\d.]+ s$")
 

@@ -14,7 +14,7 @@ from patchlog.ops.config import settings_env
 from patchlog.ops.logs import LEVEL_ENV
 from patchlog.streams.client import Client
 from patchlog.streams.settings import Settings
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import patchlog
 
 
 def insert(n: int) -> list[dict[str, Any]]:

@@ -24,36 +24,25 @@ from redis.asyncio import Redis
 
 from patchlog.consumers.projector import CHECKPOINT_FILE, TEMP_PREFIX, Projector
 from patchlog.ops.config import settings_env
-from patchlog.projections.load import load_content
 from patchlog.projections.paths import doc_of, path_of
-from patchlog.streams.client import Client
 from patchlog.streams.codec import decode_event
 from patchlog.streams.connection import connect
-from patchlog.streams.content import content_bytes
-from patchlog.streams.log import iter_revisions, read_heads
+from patchlog.streams.log import iter_revisions
 from patchlog.streams.schema import Revision
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain, free_port, runners, submit_load
-from tests.integration.test_cli import patchlog
-from tests.integration.test_up import Cli, clis, committed, until
-
-__all__ = ["clis"]  # the fixture, used here by name
-
-# Names that a careless mapping would put in one file: case, a document that is also the
-# folder of others, a trailing .d, non-ASCII, spaces and the escape characters.
-NAMED = [
-    "notes",
-    "notes/today.md",
-    "Notes/Today.md",
-    "NOTES/today.md",
-    "notes/today.md.d",
-    "Café/menu",
-    "cafe\u0301/menu",
-    "a b/c~d+e",
-    ".env",
-    "con.txt",
-]
+from tests.integration.helpers import (
+    NAMED,
+    Cli,
+    committed,
+    drain,
+    folder_documents,
+    free_port,
+    live_documents,
+    patchlog,
+    pipeline_load,
+    until,
+)
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -104,16 +93,6 @@ async def stop(process: asyncio.subprocess.Process, timeout: float = 10) -> int:
     return await asyncio.wait_for(process.wait(), timeout)
 
 
-async def live_documents(redis: Redis, settings: Settings) -> dict[str, bytes]:
-    """Every document at its head, as the bytes of its file."""
-    names: Any = await redis.smembers(settings.keys.docs)
-    out = {}
-    for raw in names:
-        doc = raw.decode()
-        out[doc] = content_bytes((await load_content(redis, settings.keys, doc)).lines)
-    return out
-
-
 async def catch_up_in_process(redis: Redis, settings: Settings, folder: Path) -> Projector:
     """A projector in this process, run until it has caught up (``burst``); returned for
     what it counted."""
@@ -124,16 +103,6 @@ async def catch_up_in_process(redis: Redis, settings: Settings, folder: Path) ->
     finally:
         projector.close()
     return projector
-
-
-def folder_documents(folder: Path) -> dict[str, bytes]:
-    """Every document file in ``folder`` by its document name (patchlog's own dotted
-    files left out)."""
-    out = {}
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.name.startswith("."):
-            out[doc_of(path.relative_to(folder).as_posix())] = path.read_bytes()
-    return out
 
 
 async def last_id(redis: Redis, settings: Settings) -> str:
@@ -181,37 +150,6 @@ async def assert_equal(redis: Redis, settings: Settings, folder: Path) -> None:
     for doc, data in live.items():
         assert files[doc] == data, doc
     assert not await asyncio.to_thread(temporary_files, folder)
-
-
-async def submit_named(redis: Redis, settings: Settings, tag: int, revisions: int = 3) -> None:
-    """A few revisions of each of ``NAMED`` (a pipeline must be running)."""
-    client = Client(redis, settings.keys)
-    for n in range(revisions):
-        heads = await read_heads(redis, settings.keys, NAMED)
-        submitted = [
-            await client.submit(
-                doc, heads[doc].rev, ops=[{"op": "insert", "at": 1, "lines": [f"{doc} {tag}/{n}"]}]
-            )
-            for doc in NAMED
-        ]
-        for one in submitted:
-            outcome = await client.wait(one, 30)
-            assert outcome.status == "committed", outcome
-
-
-async def pipeline_load(
-    redis: Redis, settings: Settings, scripts: Scripts, *, patches: int, docs: int, seed: int
-) -> None:
-    """A closed-loop load through in-process stage workers, plus the tricky names."""
-    workers = runners(redis, settings, scripts, drain=False)
-    tasks = [asyncio.create_task(r.run()) for r in workers]
-    try:
-        await submit_named(redis, settings, seed)
-        await submit_load(redis, settings, submitters=8, patches=patches, docs=docs, seed=seed)
-    finally:
-        for r in workers:
-            r.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
 async def every_hash(redis: Redis, settings: Settings) -> dict[str, set[str]]:

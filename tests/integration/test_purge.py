@@ -16,8 +16,7 @@ from patchlog.projections.load import read_document
 from patchlog.streams.client import Client
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import drain, patchlog
 
 DOCS = ("a", "ab", "a/b")
 """A document, and two whose names start with its name."""

@@ -27,8 +27,7 @@ from patchlog.streams.codec import encode_event
 from patchlog.streams.schema import DeadLetter, HealthResult, HealthStatus
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain, free_port, runners
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import drain, free_port, patchlog, runners
 
 Row = dict[str, Any]
 

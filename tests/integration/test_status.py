@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 from patchlog.streams.client import Client
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import drain, patchlog
 
 
 async def test_status_json_matches_xinfo_field_by_field(

@@ -21,8 +21,7 @@ from patchlog.ops.top import Sample, rates, take_sample
 from patchlog.streams.client import Client
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import drain
-from tests.integration.test_cli import patchlog
+from tests.integration.helpers import drain, patchlog
 
 STAGE_COLUMNS = ["stage", "stream", "length", "lag", "pending", "oldest", "consumers", "in/s"]
 

@@ -4,127 +4,23 @@ stage that cannot start given up, a weak server's persistence reported once."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from patchlog.ops.clibase import Exit
 from patchlog.streams.connection import connect
-from patchlog.streams.errors import ServerError
 from patchlog.streams.server import EmbeddedServer
 from patchlog.streams.settings import Fsync, Settings
-from tests.integration.helpers import free_port
+from tests.integration.helpers import Cli, committed, free_port, outcome, until
 
 _KEYS = Settings().keys  # `up` runs in the default namespace
-
-
-class Cli:
-    """``python -m patchlog ARGS`` in the background, output kept in files (a pipe
-    nobody reads would fill up and block it)."""
-
-    def __init__(self, folder: Path, *args: str) -> None:
-        self.args = args
-        self.out = folder / f"cli-{time.monotonic_ns()}.out"
-        self.err = self.out.with_suffix(".err")
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> Cli:
-        # Only the test's arguments configure it, not the environment it runs in.
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PATCHLOG_") and k != "REDIS_URL"
-        }
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "patchlog", *self.args,
-                env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-            )  # fmt: skip
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    async def wait(self, timeout: float) -> int:
-        """Its exit status, which must come within ``timeout`` seconds."""
-        assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), timeout)
-
-    async def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, and its exit status (within ``timeout`` seconds)."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        return await self.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL if it still runs (cleanup after a failed test)."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-
-
-@pytest.fixture
-async def clis(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Cli]]]:
-    """Start CLI processes; whatever happens in the test, none outlives it."""
-    started: list[Cli] = []
-
-    async def start(*args: str) -> Cli:
-        cli = await Cli(tmp_path, *args).start()
-        started.append(cli)
-        return cli
-
-    yield start
-    for cli in started:
-        cli.kill()
-        with contextlib.suppress(TimeoutError):
-            await cli.wait(10)
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``check`` (server errors count as not yet) until true, for at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ServerError):
-            if await check():
-                return
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.1)
-
-
-async def outcome(redis: Redis, patch_id: str) -> dict[str, str] | None:
-    """The outcome fields of ``patch_id`` in the outcomes stream, if there is one."""
-    rows: Any = await redis.xrange(_KEYS.outcomes)
-    for _, fields in rows:
-        decoded = {k.decode(): v.decode() for k, v in fields.items()}
-        if decoded.get("id") == patch_id:
-            return decoded
-    return None
-
-
-async def committed(redis: Redis, patch_id: str, timeout: float = 60) -> None:
-    """Wait (bounded) until ``patch_id`` has its outcome, and check it committed."""
-
-    async def has_outcome() -> bool:
-        return await outcome(redis, patch_id) is not None
-
-    await until(has_outcome, timeout, f"an outcome for {patch_id}")
-    assert (await outcome(redis, patch_id) or {})["status"] == "committed"
 
 
 async def leases(redis: Redis, count: int, timeout: float = 30) -> None:

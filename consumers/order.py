@@ -20,28 +20,29 @@ from patchlog.consumers.runner import parse_id
 from patchlog.streams.errors import CorruptEntry, GroupMissing
 from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
 
-__all__ = ["PendingByDoc", "earlier_pending", "pending_by_doc"]
+__all__ = ["UNREAD", "PendingByDoc", "earlier_pending", "pending_by_doc"]
 
 _PAGE = 500
 _PAGES = 20  # at most 10,000 pending entries looked at per stream: a bounded scan
+UNREAD = "(beyond the 10,000 pending entries read)"
+"""What ``PendingByDoc.earlier`` answers when it cannot rule an earlier entry out."""
 
 
-async def _pending(redis: Redis, stream: str, group: str, before: str | None) -> list[bytes]:
-    """Ids pending in ``group`` (below ``before``, exclusive, if given), oldest first,
-    bounded; none if the group does not exist (nothing of it can be pending)."""
+async def _pending(redis: Redis, stream: str, group: str) -> tuple[list[bytes], bool]:
+    """Ids pending in ``group``, oldest first, bounded, and whether that is all of them;
+    none if the group does not exist (nothing of it can be pending)."""
     out: list[bytes] = []
     low = "-"
-    high = "+" if before is None else "(" + before
     try:
         for _ in range(_PAGES):
-            rows: Any = await redis.xpending_range(stream, group, low, high, _PAGE)
+            rows: Any = await redis.xpending_range(stream, group, low, "+", _PAGE)
             out += [row["message_id"] for row in rows]
             if len(rows) < _PAGE:
-                break
+                return out, True
             low = "(" + rows[-1]["message_id"].decode()
     except GroupMissing:
-        return []
-    return out
+        return [], True
+    return out, False
 
 
 async def _bodies(
@@ -66,20 +67,25 @@ class PendingByDoc:
         self,
         ingress: dict[str, list[tuple[tuple[int, int], str]]],
         internal: dict[str, list[tuple[tuple[int, int], str]]],
+        complete: bool = True,
     ) -> None:
+        self.complete = complete
+        """Whether every pending entry was read (a scan stops at 10,000 per stream)."""
         self.ingress = ingress
         """doc -> (ingress id, same) of each entry pending in normalize, oldest first."""
         self.internal = internal
         """doc -> (the patch's ingress id, normalized entry id) pending in execute."""
 
     def earlier(self, doc: str, src: str) -> str | None:
-        """The id of a pending entry for ``doc`` submitted before ingress id ``src``."""
+        """The id of a pending entry for ``doc`` submitted before ingress id ``src``;
+        ``UNREAD`` when none was found but the scan did not read every pending entry
+        (so one may still be on its way: the patch keeps waiting, within its bound)."""
         mine = parse_id(src)
         for rows in (self.ingress.get(doc, ()), self.internal.get(doc, ())):
             for submitted, stream_id in rows:
                 if submitted < mine:
                     return stream_id
-        return None
+        return None if self.complete else UNREAD
 
 
 async def pending_by_doc(redis: Redis, keys: Keys, stream: str | None = None) -> PendingByDoc:
@@ -88,19 +94,19 @@ async def pending_by_doc(redis: Redis, keys: Keys, stream: str | None = None) ->
     all go to one, ``Keys.normalized_of``)."""
     stream = stream or keys.normalized_stream(0)
     ingress: dict[str, list[tuple[tuple[int, int], str]]] = {}
-    pending = await _pending(redis, keys.patches, NORMALIZE, None)
+    pending, whole_ingress = await _pending(redis, keys.patches, NORMALIZE)
     for stream_id, fields in await _bodies(redis, keys.patches, pending):
         doc = fields.get(b"doc", b"").decode("utf-8", "replace")
         ingress.setdefault(doc, []).append((parse_id(stream_id), stream_id))
     internal: dict[str, list[tuple[tuple[int, int], str]]] = {}
-    pending = await _pending(redis, stream, EXECUTE, None)
+    pending, whole_internal = await _pending(redis, stream, EXECUTE)
     for stream_id, fields in await _bodies(redis, stream, pending):
         try:
             patch = decode_normalized(fields[b"p"])
         except (KeyError, CorruptEntry):
             continue  # an entry nobody can read is no predecessor to wait for
         internal.setdefault(patch.doc, []).append((parse_id(patch.src), stream_id))
-    return PendingByDoc(ingress, internal)
+    return PendingByDoc(ingress, internal, whole_ingress and whole_internal)
 
 
 async def earlier_pending(redis: Redis, keys: Keys, doc: str, src: str) -> str | None:

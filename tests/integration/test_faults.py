@@ -150,7 +150,8 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
     """kill -9 of the server under load, then a restart from its AOF: every ingress
     entry the server kept gets exactly one outcome and the workers resume. With the
     default settings (``appendfsync always``) that is every XADD acknowledged, and every
-    outcome the test read before the kill is still there, unchanged. With ``everysec``
+    outcome the test read before the kill (in the stream and under the submitter's
+    entry) is still there, unchanged. With ``everysec``
     the server may postpone its AOF write while a slow fsync runs and still reply (Redis
     and Valkey do, for up to 2 s), so a kill in that window can lose acknowledged XADDs
     and outcomes already read."""
@@ -170,6 +171,7 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
             await wait_for_lease(redis, own, w)
         acked: set[str] = set()
         seen: dict[bytes, dict[bytes, bytes]] = {}  # outcome entries read before the kill
+        told: dict[str, bytes] = {}  # own outcomes (by ingress entry) read before the kill
         stop = asyncio.Event()
         killing = asyncio.Event()
 
@@ -195,6 +197,13 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
                 for entry_id, fields in rows:
                     seen[entry_id] = fields
                     after = "(" + entry_id.decode()
+                # ... and as each submitter waiting on its entry's own outcome would.
+                srcs = [fields[b"src"].decode() for _, fields in rows]
+                async with redis.pipeline(transaction=False) as pipe:
+                    for src in srcs:
+                        pipe.lindex(own.keys.entry_outcome(src), 0)
+                    answers: list[Any] = await pipe.execute()
+                told.update((src, a) for src, a in zip(srcs, answers, strict=True) if a)
                 if not rows:
                     await asyncio.sleep(0.02)
 
@@ -212,6 +221,7 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
         await asyncio.gather(*tasks)
         assert len(acked) > 100
         assert len(seen) > 50
+        assert len(told) > 50
         entries: Any = await redis.xrange(own.keys.patches)
         kept = {fields[b"id"].decode() for _, fields in entries}
         if fsync is None:
@@ -222,6 +232,12 @@ async def test_kill_9_server_under_load_loses_no_acknowledged_patch(
             still = dict(after_restart)
             lost = [entry_id for entry_id, fields in seen.items() if still.get(entry_id) != fields]
             assert not lost, f"{len(lost)} of {len(seen)} outcomes read before the kill are gone"
+            async with redis.pipeline(transaction=False) as pipe:
+                for src in told:
+                    pipe.lindex(own.keys.entry_outcome(src), 0)
+                now: list[Any] = await pipe.execute()
+            changed = [src for src, a in zip(told, now, strict=True) if a != told[src]]
+            assert not changed, f"{len(changed)} of {len(told)} own outcomes told are gone"
         rows = await outcomes(redis, own)
         assert {o.id for o in rows} == kept
         assert set(by_src(rows).values()) == {1}

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from patchlog.consumers.normalize import NormalizeStage
@@ -55,18 +56,23 @@ async def run_for_outcomes(
         await asyncio.wait_for(asyncio.gather(*tasks), 15)
 
 
+@pytest.mark.parametrize("stage", [NORMALIZE, EXECUTE])
 async def test_chained_patch_waits_for_a_predecessor_a_dead_worker_holds(
-    redis: Redis, settings: Settings, scripts: Scripts
+    redis: Redis, settings: Settings, scripts: Scripts, stage: str
 ) -> None:
-    """The first patch sits in a dead normalize worker's pending list until its lease
-    runs out (3 s, past base_ahead_wait); the chained second one commits after it."""
+    """The first patch sits in a dead worker's pending list (of either stage) until its
+    lease runs out (3 s, past base_ahead_wait); the chained second commits after it."""
     client = Client(redis, settings.keys)
-    await redis.xgroup_create(settings.keys.patches, NORMALIZE, id="0", mkstream=True)
     await client.submit("d", 0, ops=insert(1, "first"), id="p1")
     await client.submit("d", 1, ops=insert(2, "second"), id="p2")
-    # A normalize worker reads the first patch and dies; its lease lives on for 3 s.
-    await redis.xreadgroup(NORMALIZE, "dead-n", {settings.keys.patches: ">"}, count=1)
-    await redis.set(settings.keys.lease(NORMALIZE, "dead-n"), b"{}", px=3000)
+    stream = settings.keys.patches
+    if stage == EXECUTE:  # both patches normalized, none executed
+        await drain(redis, settings, scripts, execute=0)
+        stream = settings.keys.normalized
+    await redis.xgroup_create(stream, stage, id="0", mkstream=True)
+    # A worker reads the first patch and dies; its lease lives on for 3 s.
+    await redis.xreadgroup(stage, "dead", {stream: ">"}, count=1)
+    await redis.set(settings.keys.lease(stage, "dead"), b"{}", px=3000)
     rows = await run_for_outcomes(redis, settings, scripts, 2, 60)
     assert [(o.id, o.status, o.rev) for o in rows] == [
         ("p1", OutcomeStatus.COMMITTED, 1),

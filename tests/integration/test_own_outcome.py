@@ -121,20 +121,40 @@ async def test_a_replay_learns_duplicate_of_the_first_revision(
     assert await read_document(redis, settings.keys, "d") == (2, ["mine", "theirs"])
 
 
-async def test_a_replay_of_a_rejected_patch_learns_the_same_rejection(
-    redis: Redis, settings: Settings, scripts: Scripts
+@pytest.mark.parametrize(
+    ("ops", "status", "code"),
+    [
+        ('[{"op":"delete","from":2}]', OutcomeStatus.REJECTED, RejectCode.BOUNDS),
+        ('[{"op":"replace","from":1,"lines":["mine"]}]', OutcomeStatus.NOOP, None),
+    ],
+    ids=["rejected", "noop"],
+)
+async def test_a_replay_of_a_patch_decided_without_a_revision_learns_the_same(
+    redis: Redis,
+    settings: Settings,
+    scripts: Scripts,
+    ops: str,
+    status: OutcomeStatus,
+    code: RejectCode | None,
 ) -> None:
-    """A patch rejected against its document owns its id: its replay is told the same
-    rejection, code and message, with its own src."""
-    ops = '[{"op":"delete","from":1}]'
-    first = await xadd(redis, settings, doc="d", base="0", id="r", ops=ops)
+    """A patch rejected against its document, or one that changes nothing (noop at the
+    head), owns its id: its replay is told the same status, code, message and revision,
+    with its own src; no revision is made."""
+    await xadd(redis, settings, doc="d", base="0", id="p0", ops=MINE)  # revision 1
+    first = await xadd(redis, settings, doc="d", base="1", id="r", ops=ops)
     await drain(redis, settings, scripts)
-    again = await xadd(redis, settings, doc="d", base="0", id="r", ops=ops)
+    again = await xadd(redis, settings, doc="d", base="1", id="r", ops=ops)
     await drain(redis, settings, scripts)
     told, replay = (
         await own_outcome(redis, settings, first),
         await own_outcome(redis, settings, again),
     )
-    assert (told.status, told.code) == (OutcomeStatus.REJECTED, RejectCode.BOUNDS)
-    assert (replay.status, replay.code, replay.message) == (told.status, told.code, told.message)
-    assert replay.src == again.decode()
+    assert (told.id, told.status, told.code, told.rev) == ("r", status, code, 1)
+    assert (replay.status, replay.code, replay.message, replay.rev) == (
+        told.status,
+        told.code,
+        told.message,
+        told.rev,
+    )
+    assert (told.src, replay.src) == (first.decode(), again.decode())
+    assert await read_document(redis, settings.keys, "d") == (1, ["mine"])

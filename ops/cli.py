@@ -18,6 +18,7 @@ from patchlog.ops import cli_admin, cli_audit, cli_files, cli_ops, cli_stream
 from patchlog.ops.clibase import (
     EXIT_MEANINGS,
     GLOBALS,
+    Exit,
     client_call,
     global_options,
     handle_errors,
@@ -490,8 +491,22 @@ for _command in (
 
 
 def main() -> None:
-    """Console script entry point."""
-    cli(prog_name="patchlog")
+    """Console script entry point. A usage error (a bad flag, argument or PATCHLOG_*
+    value) is one line on stderr and status 2, like every other expected error."""
+    try:
+        status = cli.main(prog_name="patchlog", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:  # `patchlog` alone: the help
+        err.show()
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        click.echo(f"patchlog: error: {err.format_message()}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except click.Abort:  # Ctrl-C or end of input at a prompt
+        click.echo("patchlog: aborted", err=True)
+        sys.exit(Exit.NO)
+    sys.exit(status if isinstance(status, int) else Exit.OK)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ async def test_options_after_the_command_and_errors_in_one_line(
 
 
 async def test_unreachable_server_and_bad_settings_have_their_statuses() -> None:
-    """No server is status 3 and a bad PATCHLOG_* value status 2, each one line."""
+    """No server is status 3; a bad PATCHLOG_* value or flag is status 2; each one line."""
     status, _, err = await patchlog(
         "show", "d", "--redis-url", "redis://127.0.0.1:1/0", env={"PATCHLOG_RETRIES": "0"}
     )
@@ -52,8 +52,19 @@ async def test_unreachable_server_and_bad_settings_have_their_statuses() -> None
     assert err.count("\n") == 1
     status, _, err = await patchlog("show", "d", env={"PATCHLOG_BATCH": "many"})
     assert status == Exit.USAGE
-    assert "PATCHLOG_BATCH" in err
-    assert "Traceback" not in err
+    assert err.startswith("patchlog: error: PATCHLOG_BATCH")
+    assert err.count("\n") == 1
+    # A bad flag, value, argument or command: one line naming it, and where help is.
+    for args, named in [
+        (["show", "d", "--rev", "abc"], "'--rev'"),
+        (["show"], "'DOC'"),
+        (["shwo", "d"], "'shwo'"),
+        (["submit", "--doc", "d", "--base", "0"], "--ops and --diff"),
+    ]:
+        status, _, err = await patchlog(*args)
+        assert status == Exit.USAGE, args
+        assert err.startswith("patchlog: error: ") and named in err, err
+        assert err.count("\n") == 1, err
     status, _, err = await patchlog(
         "worker", "normalize", "--name", "n1", env={"PATCHLOG_LOG_LEVEL": "loud"}
     )

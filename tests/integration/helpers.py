@@ -282,9 +282,12 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
         await asyncio.sleep(0.1)
 
 
-async def outcome(redis: Redis, patch_id: str) -> dict[str, str] | None:
-    """The outcome fields of ``patch_id`` in the outcomes stream, if there is one."""
-    rows: Any = await redis.xrange(Settings().keys.outcomes)
+async def outcome(
+    redis: Redis, patch_id: str, namespace: str = "patchlog"
+) -> dict[str, str] | None:
+    """The outcome fields of ``patch_id`` in the outcomes stream of ``namespace`` (by
+    default `up`'s), if there is one."""
+    rows: Any = await redis.xrange(Settings(namespace=namespace).keys.outcomes)
     for _, fields in rows:
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
         if decoded.get("id") == patch_id:
@@ -292,14 +295,16 @@ async def outcome(redis: Redis, patch_id: str) -> dict[str, str] | None:
     return None
 
 
-async def committed(redis: Redis, patch_id: str, timeout: float = 60) -> None:
+async def committed(
+    redis: Redis, patch_id: str, timeout: float = 60, namespace: str = "patchlog"
+) -> None:
     """Wait (bounded) until ``patch_id`` has its outcome, and check it committed."""
 
     async def has_outcome() -> bool:
-        return await outcome(redis, patch_id) is not None
+        return await outcome(redis, patch_id, namespace) is not None
 
     await until(has_outcome, timeout, f"an outcome for {patch_id}")
-    assert (await outcome(redis, patch_id) or {})["status"] == "committed"
+    assert (await outcome(redis, patch_id, namespace) or {})["status"] == "committed"
 
 
 # -- documents in a folder and on the server ---------------------------------------------

@@ -63,7 +63,8 @@ async def test_unreachable_server_and_bad_settings_have_their_statuses() -> None
     ]:
         status, _, err = await patchlog(*args)
         assert status == Exit.USAGE, args
-        assert err.startswith("patchlog: error: ") and named in err, err
+        assert err.startswith("patchlog: error: "), err
+        assert named in err, err
         assert err.count("\n") == 1, err
     status, _, err = await patchlog(
         "worker", "normalize", "--name", "n1", env={"PATCHLOG_LOG_LEVEL": "loud"}

@@ -183,20 +183,27 @@ async def test_up_runs_a_health_prober_that_health_reads(
     tmp_path: Path, clis: Callable[..., Awaitable[Cli]]
 ) -> None:
     """`up` starts a prober: a result reaches patchlog:health, and `patchlog health`
-    prints it and exits 0 (ok) on an idle pipeline."""
+    prints it and exits 0 (ok) on an idle pipeline. A flag given to `up` (here
+    --namespace, after the command) reaches every worker it starts."""
     port = free_port()
-    up = await clis("up", "--data-dir", str(tmp_path / "data"), "--port", str(port))
+    up = await clis(
+        "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--namespace", "flag"
+    )
+    keys = Settings(namespace="flag").keys
     redis = connect(Settings(retries=0), f"redis://127.0.0.1:{port}/0")
     try:
         await until(redis.ping, 30, "the embedded server answering")
 
         async def probed() -> bool:
-            return bool(await redis.xlen(_KEYS.health))
+            return bool(await redis.xlen(keys.health))
 
         await until(probed, 30, "a health result")
-        health = await clis("health", "--port", str(port))
-        assert await health.wait(30) == 0, health.stderr
+        health = await clis("health", "--port", str(port), "--namespace", "flag")
+        assert await health.wait(30) == 0, health.out.read_text() + health.stderr
         assert health.out.read_text().startswith("ok, ")
+        await redis.xadd(keys.patches, _insert("hello", 0, "p1", "hello"))  # type: ignore[arg-type]
+        await committed(redis, "p1", namespace="flag")
+        assert not await redis.exists(_KEYS.health, _KEYS.patches, _KEYS.outcomes)
     finally:
         await redis.aclose()
     assert await up.stop() == 0, up.stderr

@@ -172,7 +172,7 @@ class Revision(msgspec.Struct, frozen=True, kw_only=True):
     lines: int
     """Line count of the new content."""
     hash: str
-    """sha256 hex of the new content (see ``projections.content.content_hash``)."""
+    """sha256 hex of the new content (see ``streams.content.content_hash``)."""
     prev: str
     """Hash of revision ``rev - 1``."""
     author: str = ""

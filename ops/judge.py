@@ -5,7 +5,9 @@ plus delivered but not acknowledged) and its progress (entries acknowledged) mov
 the prober's own recent samples:
 
 - the backlog was zero at some point in the window: ``ok`` (it keeps up);
-- a backlog and no live consumer: ``failing`` (nobody will work it off);
+- a backlog and no live consumer: ``failing`` (nobody will work it off), ``degraded``
+  while the window has not filled (workers started with the prober may not have taken
+  their lease yet: `up` restarted on a backlog is not a failed pipeline);
 - a backlog and nothing acknowledged over the window: ``failing`` (stopped or stalled);
 - entries acknowledged but the backlog larger at every sample than at the one before:
   ``degraded`` (slower than what arrives; Burrow's "lag increasing in every interval":
@@ -72,12 +74,14 @@ def judge_group(name: str, window: Sequence[GroupSample], min_span: float = 0.0)
     span = last.at - first.at
     if any(s.backlog == 0 for s in window):
         return Verdict(HealthStatus.OK, f"{name}: caught up within the last {span:.0f} s")
+    young = len(window) < 2 or span < min_span
     if last.consumers == 0:
+        # Workers started beside the prober may not hold their lease yet.
         return Verdict(
-            HealthStatus.FAILING,
-            f"{name}: backlog {last.backlog} and no live consumer",
+            HealthStatus.DEGRADED if young else HealthStatus.FAILING,
+            f"{name}: backlog {last.backlog} and no live consumer{' yet' if young else ''}",
         )
-    if len(window) < 2 or span < min_span or first.acked < 0 or last.acked < 0:
+    if young or first.acked < 0 or last.acked < 0:
         return Verdict(HealthStatus.OK, f"{name}: backlog {last.backlog}, not enough samples")
     done = last.acked - first.acked
     if done <= 0:

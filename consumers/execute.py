@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from patchlog.consumers.cache import HISTORY, DocCache
 from patchlog.consumers.messages import NormalizedPatch, decode_normalized
 from patchlog.consumers.metrics import EXECUTE_HOPS, EXECUTE_STATUSES, StageMetrics
-from patchlog.consumers.order import PendingByDoc, pending_by_doc
+from patchlog.consumers.order import UNREAD, PendingByDoc, pending_by_doc
 from patchlog.consumers.runner import SCRIPT_BYTES, Entry, parse_id
 from patchlog.projections.fold import plan
 from patchlog.projections.load import later_of
@@ -388,9 +388,11 @@ class ExecuteStage:
             found = self._pending[1].earlier(patch.doc, patch.src)
             # Only a look that worked counts: a failed one must not let _plan reject.
             waiting.next_look = now + _LOOK_STEP
-            if found is not None and waiting.earlier is None:
+            if found is not None and found != waiting.earlier:
                 log.info(
-                    "base ahead: waiting for an earlier pending entry",
+                    "base ahead: waiting, pending entries beyond the scan's bound"
+                    if found == UNREAD
+                    else "base ahead: waiting for an earlier pending entry",
                     id=patch.id, doc=patch.doc, base=patch.base, src=patch.src, earlier=found,
                 )  # fmt: skip
             waiting.earlier = found

@@ -47,6 +47,8 @@ class Prober:
         self.settings = settings
         self.keys: Keys = settings.keys
         self.samples: dict[str, deque[GroupSample]] = {g: deque() for g, _ in GROUPS}
+        self.since: dict[str, float] = {}
+        """Group -> time of its first sample this prober holds (its own or seeded)."""
         self.dead_seen: deque[tuple[float, int]] = deque()
 
     async def seed(self) -> None:
@@ -220,9 +222,12 @@ class Prober:
             )
             window = self.samples[group]
             window.append(sample)
+            since = self.since.setdefault(group, window[0].at)
             while window and window[0].at < sample.at - self.settings.health_window:
                 window.popleft()
-            verdict = judge_group(group, list(window), self.settings.health_window / 2)
+            verdict = judge_group(
+                group, list(window), self.settings.health_window / 2, watched=sample.at - since
+            )
             return {
                 "stream": getattr(self.keys, stream_attr),
                 "partitions": len(streams),

@@ -62,9 +62,16 @@ class Verdict(msgspec.Struct, frozen=True):
     reason: str
 
 
-def judge_group(name: str, window: Sequence[GroupSample], min_span: float = 0.0) -> Verdict:
+def judge_group(
+    name: str,
+    window: Sequence[GroupSample],
+    min_span: float = 0.0,
+    watched: float | None = None,
+) -> Verdict:
     """The verdict on group ``name`` from its samples, oldest first (see the module);
-    the movement rules need samples spanning ``min_span`` seconds at least.
+    the movement rules need samples spanning ``min_span`` seconds at least, and "no
+    live consumer" is failing once the group was ``watched`` for that long (seconds
+    since the prober's first sample of it; default: the window's span).
 
     Raises ``ValueError`` for an empty window.
     """
@@ -74,14 +81,14 @@ def judge_group(name: str, window: Sequence[GroupSample], min_span: float = 0.0)
     span = last.at - first.at
     if any(s.backlog == 0 for s in window):
         return Verdict(HealthStatus.OK, f"{name}: caught up within the last {span:.0f} s")
-    young = len(window) < 2 or span < min_span
     if last.consumers == 0:
         # Workers started beside the prober may not hold their lease yet.
+        early = (span if watched is None else watched) < min_span
         return Verdict(
-            HealthStatus.DEGRADED if young else HealthStatus.FAILING,
-            f"{name}: backlog {last.backlog} and no live consumer{' yet' if young else ''}",
+            HealthStatus.DEGRADED if early else HealthStatus.FAILING,
+            f"{name}: backlog {last.backlog} and no live consumer{' yet' if early else ''}",
         )
-    if young or first.acked < 0 or last.acked < 0:
+    if len(window) < 2 or span < min_span or first.acked < 0 or last.acked < 0:
         return Verdict(HealthStatus.OK, f"{name}: backlog {last.backlog}, not enough samples")
     done = last.acked - first.acked
     if done <= 0:

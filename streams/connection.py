@@ -92,8 +92,6 @@ def translate(err: RedisError | OSError) -> ServerError | KeyChanged:
     credentials or missing permissions, ``ServerUnavailable`` for what passes by itself,
     ``KeyChanged`` for a transaction a watched key aborted, ``CommandFailed`` (with the
     reply text) for an error reply."""
-    if isinstance(err, WatchError):
-        return KeyChanged(str(err) or "a watched key changed")
     # The reply is the first argument; redis-py adds others to pipeline errors.
     text = str(err.args[0]) if err.args else ""
     if _PIPELINE_PREFIX in text:
@@ -104,9 +102,13 @@ def translate(err: RedisError | OSError) -> ServerError | KeyChanged:
             original = ast.literal_eval(text)
             if isinstance(original, tuple) and original:
                 text = str(original[0])
+    # redis-py raises WatchError for EXEC's nil reply, and for a connection lost while
+    # watching ("A ConnectionError occurred while watching one or more keys").
+    if isinstance(err, WatchError) and "occurred while watching" not in text:
+        return KeyChanged(text or "a watched key changed")
     if isinstance(err, AuthenticationError | AuthorizationError | NoPermissionError):
         return ServerRefused(f"the server refused patchlog's credentials: {text}")
-    if isinstance(err, (*_TRANSIENT_TYPES, RedisConnectionError, OSError)):
+    if isinstance(err, (*_TRANSIENT_TYPES, RedisConnectionError, OSError, WatchError)):
         code = next((c for kind, c in _CODE_OF.items() if isinstance(err, kind)), "")
         return ServerUnavailable(f"server unavailable: {text or type(err).__name__}", code)
     if text.startswith("NOGROUP") or " NOGROUP " in text:  # also inside a script's error
@@ -120,6 +122,13 @@ class _TranslatingPipeline(Pipeline):
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         try:
             return await super().execute(raise_on_error)
+        except (RedisError, OSError) as err:
+            raise translate(err) from err
+
+    # WATCH and the reads between it and MULTI run at once, outside ``execute``.
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return await super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as err:
             raise translate(err) from err
 

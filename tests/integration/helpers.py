@@ -283,7 +283,7 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
 
 
 async def outcome(
-    redis: Redis, patch_id: str, namespace: str = "patchlog"
+    redis: Redis, patch_id: str, namespace: str = Settings().namespace
 ) -> dict[str, str] | None:
     """The outcome fields of ``patch_id`` in the outcomes stream of ``namespace`` (by
     default `up`'s), if there is one."""
@@ -296,7 +296,7 @@ async def outcome(
 
 
 async def committed(
-    redis: Redis, patch_id: str, timeout: float = 60, namespace: str = "patchlog"
+    redis: Redis, patch_id: str, timeout: float = 60, namespace: str = Settings().namespace
 ) -> None:
     """Wait (bounded) until ``patch_id`` has its outcome, and check it committed."""
 

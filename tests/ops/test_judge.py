@@ -27,13 +27,15 @@ def test_each_rule() -> None:
     assert judge_group("g", window((10, 0, 0), (12, 0, 0), consumers=0)) == Verdict(
         FAILING, "g: backlog 12 and no live consumer"
     )
-    # ... but only once the window has filled: before, workers may still be starting.
+    # ... but only once the group was watched for min_span: workers may still be starting.
     unattended = window((10, 0, 0), (12, 0, 0), consumers=0)
     assert judge_group("g", unattended, min_span=6) == Verdict(
         DEGRADED, "g: backlog 12 and no live consumer yet"
     )
-    assert judge_group("g", unattended[:1]).status is DEGRADED
     assert judge_group("g", unattended, min_span=5).status is FAILING
+    assert judge_group("g", unattended[:1], min_span=6).status is DEGRADED
+    # A window shorter than the probe interval holds one sample: watched time decides.
+    assert judge_group("g", unattended[:1], min_span=6, watched=6).status is FAILING
     stalled = judge_group("g", window((100, 64, 500), (150, 64, 500), (200, 64, 500)))
     assert stalled == Verdict(FAILING, "g: backlog 264 and nothing processed in 10 s (stalled)")
     slow = judge_group("g", window((100, 64, 500), (180, 64, 900), (260, 64, 1300)))

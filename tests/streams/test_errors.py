@@ -11,6 +11,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
     TryAgainError,
+    WatchError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from patchlog.streams.connection import translate
 from patchlog.streams.errors import (
     CommandFailed,
+    KeyChanged,
     RetryLater,
     ServerRefused,
     ServerUnavailable,
@@ -40,6 +42,7 @@ from patchlog.streams.errors import (
         RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
         RedisTimeoutError("Timeout reading from socket"),
         OSError("broken pipe"),
+        WatchError("A ConnectionError occurred while watching one or more keys"),
     ],
 )
 def test_pressure_and_lost_connections_are_transient_not_poison(err: RedisError) -> None:
@@ -53,10 +56,10 @@ def test_pressure_and_lost_connections_are_transient_not_poison(err: RedisError)
 def test_transient_replies_keep_their_code() -> None:
     """The code redis-py strips (an OOM lease renewal falls back on it) is kept; a lost
     connection has none."""
-    assert translate(OutOfMemoryError("command not allowed")).code == "OOM"  # type: ignore[attr-defined]
-    assert translate(BusyLoadingError("loading")).code == "LOADING"  # type: ignore[attr-defined]
-    assert translate(ResponseError("BUSY Redis is busy")).code == "BUSY"  # type: ignore[attr-defined]
-    assert translate(RedisTimeoutError("Timeout")).code == ""  # type: ignore[attr-defined]
+    assert translate(OutOfMemoryError("command not allowed")).code == "OOM"  # type: ignore[union-attr]
+    assert translate(BusyLoadingError("loading")).code == "LOADING"  # type: ignore[union-attr]
+    assert translate(ResponseError("BUSY Redis is busy")).code == "BUSY"  # type: ignore[union-attr]
+    assert translate(RedisTimeoutError("Timeout")).code == ""  # type: ignore[union-attr]
 
 
 def test_error_replies_are_permanent_and_keep_their_code() -> None:
@@ -86,3 +89,11 @@ def test_bad_credentials_are_refused_not_retried() -> None:
 def test_retry_later_is_transient() -> None:
     """A stage's RetryLater signal never counts as a failed delivery."""
     assert is_transient(RetryLater("lost the head race"))
+
+
+def test_a_transaction_a_watched_key_aborted_is_key_changed_not_a_failure() -> None:
+    """EXEC's nil reply is KeyChanged (another writer came first: nothing was written);
+    a connection lost while watching stays a transient server error."""
+    changed = translate(WatchError("Watched variable changed."))
+    assert isinstance(changed, KeyChanged)
+    assert not is_transient(changed)

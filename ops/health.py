@@ -22,6 +22,7 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.consumers.partitions import worker_of
+from patchlog.ops.groups import read_groups
 from patchlog.ops.judge import GroupSample, Verdict, judge_group, worst
 from patchlog.streams.codec import decode_event, event_fields
 from patchlog.streams.errors import CorruptEntry, PatchlogError
@@ -247,23 +248,18 @@ class Prober:
         the server cannot tell), oldest pending age, and the workers holding a lease
         among its consumers (a partition's consumer ``<worker>:<p>`` counts as its
         worker)."""
-        try:
-            groups: Any = await self.redis.xinfo_groups(stream)
-        except PatchlogError:
-            groups = []  # no stream yet
-        info = next((g for g in groups if g["name"].decode() == group), None)
+        (row,) = await read_groups(self.redis, [stream], group)
         length = int(await self.redis.xlen(stream))
-        if info is None:
+        if row is None:  # no stream or no group yet
             return {"length": length, "lag": length, "pending": 0, "read": -1, "oldest": None,
                     "live": set()}  # fmt: skip
-        pending = int(info["pending"])
         names = await leased_consumers(self.redis, self.keys, group, stream)
         return {
             "length": length,
-            "lag": int(info.get("lag") or 0) if info.get("lag") is not None else length,
-            "pending": pending,
-            "read": _entries_read(info),
-            "oldest": await self._oldest_pending_age(stream, group, pending),
+            "lag": length if row.lag is None else row.lag,
+            "pending": row.pending,
+            "read": -1 if row.read is None else row.read,
+            "oldest": await self._oldest_pending_age(stream, group, row.pending),
             "live": {worker_of(name) if partitioned else name for name in names},
         }
 
@@ -292,14 +288,6 @@ async def leased_consumers(redis: Redis, keys: Keys, group: str, stream: str) ->
             pipe.exists(keys.lease(group, name))
         alive = await pipe.execute()
     return [name for name, up in zip(names, alive, strict=True) if up]
-
-
-def _entries_read(info: dict[str, Any]) -> int:
-    """How many entries a group has read (its progress counter); 0 for a group that has
-    read nothing yet, -1 when the server cannot tell (a group created at an id)."""
-    if info.get("entries-read") is not None:
-        return int(info["entries-read"])
-    return 0 if info.get("last-delivered-id") in (b"0-0", "0-0") else -1
 
 
 async def latest(redis: Redis, keys: Keys) -> HealthResult | None:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from patchlog.ops.groups import read_groups
 from patchlog.streams.errors import PatchlogError
 from patchlog.streams.keys import Keys
 
@@ -70,9 +71,8 @@ class Pulse:
             committed = 0
         backlog = {}
         for group, stream in _GROUPS:
-            backlog[group] = sum(
-                [await self._backlog(part, group) for part in self.keys.role_streams(stream)]
-            )
+            parts = await read_groups(self.redis, self.keys.role_streams(stream), group)
+            backlog[group] = sum(part.backlog for part in parts if part is not None)
         rejected: Counter[str] = Counter()
         capped = False
         if self._after == "$":
@@ -88,14 +88,3 @@ class Pulse:
                     rejected[(fields.get(b"code") or b"?").decode()] += 1
             capped = len(rows) == _READ_AT_MOST
         return PulseSample(now, committed, backlog, dict(rejected), capped)
-
-    async def _backlog(self, stream: str, group: str) -> int:
-        try:
-            groups: Any = await self.redis.xinfo_groups(stream)
-        except PatchlogError:  # no stream yet
-            return 0
-        for g in groups:
-            if g["name"].decode() == group:
-                lag = g.get("lag")
-                return int(lag if lag is not None else 0) + int(g["pending"])
-        return 0

@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from patchlog.ops.groups import group_row
 from patchlog.ops.health import GROUPS
 from patchlog.ops.status import STREAMS, gather_status
 from patchlog.streams.settings import Settings
@@ -92,19 +93,19 @@ async def _counters(redis: Redis, settings: Settings) -> tuple[dict[str, int], d
     done: dict[str, int] = {}
     at = 0
     for group, stream, streams in parts:
-        infos = [
-            None if isinstance(reply, Exception) else _named(reply, group)
+        rows = [
+            None if isinstance(reply, Exception) else group_row(reply, group)
             for reply in replies[at : at + len(streams)]
         ]
         at += len(streams)
-        reads = [None if info is None else _entries_read(info) for info in infos]
-        if any(info is None for info in infos) or any(read is None for read in reads):
+        known = [row for row in rows if row is not None and row.read is not None]
+        if len(known) < len(rows):
             continue  # no stream or no group yet, or a count the server cannot tell
-        read = sum(r or 0 for r in reads)
-        done[group] = read - sum(int(info["pending"]) for info in infos if info is not None)
-        lags = [info.get("lag") for info in infos if info is not None]
+        read = sum(row.read or 0 for row in known)
+        done[group] = read - sum(row.pending for row in known)
+        lags = [row.lag for row in known]
         if all(lag is not None for lag in lags):  # lag is entries-added minus entries-read
-            added[stream] = read + sum(int(lag) for lag in lags if lag is not None)
+            added[stream] = read + sum(lag or 0 for lag in lags)
     for name, reply in zip(_COUNTED, replies[at:], strict=True):
         if isinstance(reply, Exception):
             if "no such key" in str(reply).lower():  # nothing was ever added (or kept)
@@ -112,18 +113,6 @@ async def _counters(redis: Redis, settings: Settings) -> tuple[dict[str, int], d
         elif reply.get("entries-added") is not None:
             added[name] = int(reply["entries-added"])
     return added, done
-
-
-def _named(groups: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((g for g in groups if g["name"] in (name, name.encode())), None)
-
-
-def _entries_read(info: dict[str, Any]) -> int | None:
-    """A group's entries read; 0 for one that has read nothing, ``None`` when the server
-    cannot tell (a group created at an id, entries deleted from the middle)."""
-    if info.get("entries-read") is not None:
-        return int(info["entries-read"])
-    return 0 if info.get("last-delivered-id") in (b"0-0", "0-0") else None
 
 
 def rates(previous: Sample | None, current: Sample) -> Rates:

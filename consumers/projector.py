@@ -589,18 +589,21 @@ class Projector:
     async def _publish(self) -> None:
         """The position, on the server, for those who watch the projector."""
         cp = self.position
-        await self.redis.hset(
-            self.keys.projector(self.name),
-            mapping={
-                "id": cp.id,
-                "doc": cp.doc,
-                "rev": cp.rev,
-                "hash": cp.hash,
-                "at": cp.at,
-                "folder": str(self.folder.root),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "written": _now_ms(),
-            },
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                self.keys.projector(self.name),
+                mapping={
+                    "id": cp.id,
+                    "doc": cp.doc,
+                    "rev": cp.rev,
+                    "hash": cp.hash,
+                    "at": cp.at,
+                    "folder": str(self.folder.root),
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "written": _now_ms(),
+                },
+            )
+            pipe.sadd(self.keys.projectors, self.name)
+            await pipe.execute()
         self._published = True

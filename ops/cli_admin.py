@@ -34,7 +34,8 @@ from patchlog.ops.dead import (
     shorten,
     stage_stream,
 )
-from patchlog.ops.purge import DOC_KINDS, purge_all, purge_doc
+from patchlog.ops.purge import DOC_KINDS, purge_all, purge_doc, purge_projector
+from patchlog.streams.errors import NotFound
 
 __all__ = ["COMMANDS"]
 
@@ -203,23 +204,35 @@ def drop_cmd(ctx: click.Context, letter_id: str | None, every: bool, yes: bool) 
 @click.command()
 @global_options
 @click.option("--doc", help="Remove this document's keys.")
+@click.option(
+    "--projector", help="Forget a retired projector (its checkpoint; health stops judging it)."
+)
 @click.option("--all", "everything", is_flag=True, help="Remove every key of the namespace.")
 @click.option("--history", is_flag=True, help="With --doc: also its revisions (needs --yes).")
 @click.option("--yes", is_flag=True, help="Confirm --all or --history.")
 @click.pass_context
 @handle_errors
-def purge(ctx: click.Context, doc: str | None, everything: bool, history: bool, yes: bool) -> None:
-    """Remove a document's keys (--doc) or the whole namespace (--all --yes).
+def purge(
+    ctx: click.Context,
+    doc: str | None,
+    projector: str | None,
+    everything: bool,
+    history: bool,
+    yes: bool,
+) -> None:
+    """Remove a document's keys (--doc), a retired projector's checkpoint (--projector)
+    or the whole namespace (--all --yes).
 
     \b
     --doc DOC removes its head, index, snapshot, checkpoints, strict flag and
     membership of the document set; the revision log keeps its history (rebuild
     --repair would restore the document from it) unless --history --yes, which
-    deletes its revisions too. --all --yes removes every key named <namespace>:*.
+    deletes its revisions too. --projector NAME forgets a projector that no longer
+    runs (its folder is left alone). --all --yes removes every key named <namespace>:*.
     Stop the pipeline first, or at least every writer of what is purged.
     """
-    if (doc is None) == (not everything):
-        raise click.UsageError("give --doc DOC or --all")
+    if [doc is not None, projector is not None, everything].count(True) != 1:
+        raise click.UsageError("give one of --doc DOC, --projector NAME or --all")
     if history and doc is None:
         raise click.UsageError("--history goes with --doc")
     if everything and not yes:
@@ -228,6 +241,12 @@ def purge(ctx: click.Context, doc: str | None, everything: bool, history: bool, 
         raise click.UsageError("purge --history deletes revisions from the log: add --yes")
     settings = settings_of(ctx)
     where = f"namespace {settings.namespace!r} on {redact(url_of(settings))}"
+    if projector is not None:
+        known = run(client_call(settings, lambda c: purge_projector(c.redis, c.keys, projector)))
+        if not known:
+            raise NotFound(f"no projector {projector!r} in {where}")
+        click.echo(f"forgot projector {projector!r} in {where}")
+        return
     if doc is not None:
         done = run(
             client_call(settings, lambda c: purge_doc(c.redis, c.keys, doc, history=history))

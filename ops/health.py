@@ -176,13 +176,18 @@ class Prober:
         commit time; a projector more than ``health_window`` behind is degraded."""
         newest: Any = await self.redis.xrevrange(self.keys.revisions, count=1)
         head_ms = int(newest[0][0].split(b"-")[0]) if newest else 0
-        prefix = self.keys.projector("")
+        members: Any = await self.redis.smembers(self.keys.projectors)
+        names = sorted(name.decode() for name in members)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(self.keys.projector(name), "id")
+            positions: list[Any] = await pipe.execute()
         behind: dict[str, float] = {}
-        async for key in self.redis.scan_iter(self.keys.projector("*"), 1000):
-            name = (key.decode() if isinstance(key, bytes) else key)[len(prefix) :]
-            position: Any = await self.redis.hget(key, "id")
-            done_ms = int(position.split(b"-")[0]) if position else 0
-            behind[name] = max(0.0, (head_ms - done_ms) / 1000)
+        for name, position in zip(names, positions, strict=True):
+            if position is None:  # its checkpoint was deleted: a retired projector
+                await self.redis.srem(self.keys.projectors, name)
+                continue
+            behind[name] = max(0.0, (head_ms - int(position.split(b"-")[0])) / 1000)
         late = {n: b for n, b in behind.items() if b > self.settings.health_window}
         verdict = (HealthStatus.OK, f"projectors: {len(behind)}")
         if late:

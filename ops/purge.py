@@ -1,5 +1,5 @@
-"""Removing data: one document's keys (and on request its revisions), or every key of a
-namespace.
+"""Removing data: one document's keys (and on request its revisions), a retired
+projector's checkpoint, or every key of a namespace.
 
 A document's keys are its head, index, snapshot and checkpoints, its field in the
 strict hash and its member of the document set. Its revisions stay in the revision log
@@ -29,6 +29,7 @@ __all__ = [
     "namespace_pattern",
     "purge_all",
     "purge_doc",
+    "purge_projector",
 ]
 
 DOC_KINDS = ("head", "index", "snapshot", "checkpoints", "strict", "listed")
@@ -61,6 +62,17 @@ def doc_keys(keys: Keys, doc: str) -> dict[str, str]:
         "snapshot": keys.snapshot(doc),
         "checkpoints": keys.checkpoints(doc),
     }
+
+
+async def purge_projector(redis: Redis, keys: Keys, name: str) -> bool:
+    """Forget projector ``name`` (its checkpoint and its place in the projector set), so
+    health stops judging a folder nobody keeps any more; whether it was known. Its
+    folder is left alone: a projector started on it again catches up from the start."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.projector(name))
+        pipe.srem(keys.projectors, name)
+        deleted, removed = await pipe.execute()
+    return bool(deleted or removed)
 
 
 def namespace_pattern(namespace: str) -> str:

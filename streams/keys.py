@@ -107,6 +107,12 @@ class Keys(msgspec.Struct, frozen=True):
         """Set of every document name that has a revision."""
         return f"{self.namespace}:docs"
 
+    @property
+    def projectors(self) -> str:
+        """Set of the names of the projectors that published a checkpoint (``projector``):
+        the prober reads them from here, not by scanning the keyspace."""
+        return f"{self.namespace}:projectors"
+
     def doc(self, doc: str) -> str:
         """Hash with a document's head: ``rev``, ``hash``, ``lines``."""
         return f"{self.namespace}:doc:{doc}"

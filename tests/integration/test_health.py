@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from patchlog.ops.clibase import Exit
 from patchlog.ops.config import settings_env
 from patchlog.ops.health import Prober, exit_code, latest, run_prober
 from patchlog.streams.client import Client
@@ -20,7 +21,7 @@ from patchlog.streams.connection import connect
 from patchlog.streams.schema import HealthStatus
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
-from tests.integration.helpers import dedicated_server, drain, free_port
+from tests.integration.helpers import dedicated_server, drain, free_port, patchlog
 
 
 async def test_execute_group_judged_slow_stalled_unattended_and_ok(
@@ -124,16 +125,31 @@ async def test_a_paused_server_is_failing_within_the_probe_timeout(tmp_path: Pat
 
 async def test_a_projector_far_behind_the_log_is_degraded(redis: Redis, settings: Settings) -> None:
     """A projector whose position is more than the window behind the newest revision
-    makes the round degraded, naming it; one at the newest revision does not."""
+    makes the round degraded, naming it; one at the newest revision does not; a retired
+    one, forgotten, is not judged any more."""
     settings = msgspec.structs.replace(settings, health_window=60.0)
     now_ms = int(time.time() * 1000)
     await redis.xadd(settings.keys.revisions, {"doc": "d"}, id=f"{now_ms}-0")
-    await redis.hset(settings.keys.projector("host:/srv/docs"), "id", f"{now_ms - 120_000}-0")
-    await redis.hset(settings.keys.projector("host:/srv/live"), "id", f"{now_ms}-0")
-    result = await Prober(redis, settings).round()
+    for name, at_ms in [("host:/srv/docs", now_ms - 120_000), ("host:/srv/live", now_ms)]:
+        await redis.hset(settings.keys.projector(name), "id", f"{at_ms}-0")
+        await redis.sadd(settings.keys.projectors, name)  # as a projector publishes
+    prober = Prober(redis, settings)
+    result = await prober.round()
     assert result.status is HealthStatus.DEGRADED
     assert result.checks["reasons"] == ["projectors behind: host:/srv/docs 120 s"]
     assert result.checks["projectors"]["behind_s"]["host:/srv/live"] == 0
+    # Retired: `purge --projector` forgets it, and health is ok again.
+    where = ["--redis-url", str(settings.redis_url), "--namespace", settings.namespace]
+    status, out, err = await patchlog("purge", "--projector", "host:/srv/docs", *where)
+    assert (status, out.startswith("forgot projector 'host:/srv/docs'")) == (0, True), err
+    status, _, err = await patchlog("purge", "--projector", "host:/srv/docs", *where)
+    assert status == Exit.NOT_FOUND, err
+    result = await prober.round()
+    assert result.status is HealthStatus.OK, result.checks["reasons"]
+    # A checkpoint deleted by hand drops out of the set on the next round.
+    await redis.delete(settings.keys.projector("host:/srv/live"))
+    assert (await prober.round()).checks["projectors"]["behind_s"] == {}
+    assert not await redis.exists(settings.keys.projectors)
 
 
 async def test_a_real_execute_worker_stopped_then_continued(

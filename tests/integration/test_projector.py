@@ -280,6 +280,10 @@ async def test_files_ahead_of_the_checkpoint_are_trusted_only_by_hash(
     await pipeline_load(redis, settings, scripts, patches=400, docs=10, seed=5)
     await catch_up_in_process(redis, settings, folder)
     old = (folder / CHECKPOINT_FILE).read_bytes()
+    # Its checkpoint is published, and it is listed where health finds it.
+    published: Any = await redis.hget(settings.keys.projector("t"), "id")
+    assert published.decode() == json.loads(old)["id"]
+    assert await redis.smembers(settings.keys.projectors) == {b"t"}
 
     await pipeline_load(redis, settings, scripts, patches=400, docs=10, seed=6)
     await catch_up_in_process(redis, settings, folder)

@@ -54,7 +54,6 @@ from patchlog.ops.load import (
 from patchlog.ops.purge import purge_all
 from patchlog.ops.supervisor import Supervisor
 from patchlog.streams.connection import connect, read_persistence
-from patchlog.streams.errors import ServerRefused
 from patchlog.streams.keys import EXECUTE, NORMALIZE
 from patchlog.streams.server import die_with_parent, free_port
 from patchlog.streams.settings import Durability, Fsync, Settings
@@ -301,12 +300,8 @@ def _check_waitaof(supervisor: Supervisor, durability: Durability) -> bool:
     ``WAITAOF``, as ``Client`` does."""
     if durability is not Durability.STRICT:
         return False
-    info = supervisor.info
-    if info is not None and info.product == "redis" and info.version < (7, 2, 0):
-        raise ServerRefused(
-            "strict durability needs WAITAOF (Redis 7.2 or later, or Valkey); "
-            f"this server is Redis {'.'.join(map(str, info.version))}"
-        )
+    if supervisor.info is not None:
+        supervisor.info.require_waitaof()
     return True
 
 

@@ -11,7 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from patchlog.streams.connection import check_server
-from patchlog.streams.errors import NotDurable, ServerError, ServerRefused, Timeout
+from patchlog.streams.errors import NotDurable, ServerError, Timeout
 from patchlog.streams.keys import Keys
 from patchlog.streams.schema import IdRecord, Op, Outcome
 from patchlog.streams.settings import Durability
@@ -62,12 +62,7 @@ class Client:
         WAITAOF.
         """
         if self.durability is Durability.STRICT and not self._fsync_checked:
-            info = await check_server(self.redis)
-            if info.product == "redis" and info.version < (7, 2, 0):
-                raise ServerRefused(
-                    "strict durability needs WAITAOF (Redis 7.2 or later, or Valkey); "
-                    f"this server is Redis {'.'.join(map(str, info.version))}"
-                )
+            (await check_server(self.redis)).require_waitaof()
             self._fsync_checked = True
         patch_id = id or uuid.uuid4().hex
         fields: dict[str, str | bytes] = {"doc": doc, "base": str(base), "id": patch_id}

@@ -222,6 +222,15 @@ class ServerInfo(msgspec.Struct, frozen=True):
     version: tuple[int, int, int]
     policy: str
 
+    def require_waitaof(self) -> None:
+        """Raise ``ServerRefused`` unless the server has ``WAITAOF`` (strict durability
+        needs it: Redis 7.2 or later, or Valkey)."""
+        if self.product == "redis" and self.version < (7, 2, 0):
+            raise ServerRefused(
+                "strict durability needs WAITAOF (Redis 7.2 or later, or Valkey); "
+                f"this server is Redis {'.'.join(map(str, self.version))}"
+            )
+
 
 def _version(text: str) -> tuple[int, int, int]:
     parts = [int(p) for p in text.split(".")[:3] if p.isdigit()]

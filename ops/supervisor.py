@@ -31,6 +31,7 @@ import structlog
 from patchlog.consumers.backoff import Backoff
 from patchlog.ops.config import ENV_PREFIX, settings_env
 from patchlog.ops.metrics import MULTIPROC_ENV, PipelineMetrics, WorkerState
+from patchlog.ops.partitioning import check_partitions
 from patchlog.ops.pulse import Pulse, PulseSample, pulse_text
 from patchlog.ops.worker import HEALTH, PROJECTOR, check_once
 from patchlog.streams.connection import ServerInfo, connect
@@ -244,6 +245,7 @@ class Supervisor:
                 self.info = await check_once(
                     redis, self.url, self.url_source, persistence=self.server is None
                 )
+                await check_partitions(redis, self.settings)
             finally:
                 await redis.aclose()
         except BaseException:

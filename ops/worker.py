@@ -34,6 +34,7 @@ from patchlog.ops.config import redact
 from patchlog.ops.gcpolicy import collect_every, quiet_gc
 from patchlog.ops.health import run_prober
 from patchlog.ops.metrics import serve_metrics
+from patchlog.ops.partitioning import check_partitions
 from patchlog.streams.connection import ServerInfo, check_server, connect, read_persistence
 from patchlog.streams.errors import PatchlogError, ServerError, ServerRefused, ServerUnavailable
 from patchlog.streams.keys import EXECUTE, NORMALIZE
@@ -139,6 +140,7 @@ async def run_worker(
     redis = connect(settings, url, name=f"patchlog-{consumer}", block_ms=settings.block_ms)
     try:
         info = await check_once(redis, url, source, persistence=warn)
+        await check_partitions(redis, settings)
         scripts = load(redis)
         aged = ((settings.keys.outcomes, settings.idempotency_window),)
         service: Runner | Partitioned

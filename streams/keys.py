@@ -72,6 +72,13 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.namespace}:partition:{partition}"
 
     @property
+    def layout(self) -> str:
+        """The partition count the pipeline on this namespace runs with (a string),
+        recorded by the first worker; a worker started with another count is refused
+        while the recorded layout still has work or workers (``ops.partitioning``)."""
+        return f"{self.namespace}:partitions"
+
+    @property
     def members(self) -> str:
         """Sorted set of the live execute workers (score: when each one's membership
         expires, Unix ms): each takes its share of the partitions."""

@@ -9,15 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from patchlog.consumers.execute import ExecuteStage
 from patchlog.consumers.messages import decode_normalized
 from patchlog.consumers.partitions import Partitioned
 from patchlog.consumers.runner import Runner
+from patchlog.ops.partitioning import check_partitions
 from patchlog.ops.status import stream_lengths
 from patchlog.streams.client import Client
-from patchlog.streams.keys import partition_of
+from patchlog.streams.errors import ServerRefused
+from patchlog.streams.keys import EXECUTE, partition_of
 from patchlog.streams.schema import OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
@@ -188,3 +191,31 @@ async def test_a_draining_worker_takes_every_free_partition_and_returns(
     for p in range(_P):
         assert await redis.get(settings.keys.partition_lease(p)) is None
     assert await redis.zscore(settings.keys.members, "burst") is None
+
+
+async def test_a_changed_partition_count_waits_for_a_drained_and_stopped_pipeline(
+    redis: Redis, settings: Settings
+) -> None:
+    """The first worker records the count; one started with another count is refused,
+    naming both, while the old layout has an undecided entry or a live worker (its
+    entries would be stranded or a document's order split), and accepted, recorded,
+    once it is drained and stopped."""
+    one = msgspec.structs.replace(settings, partitions=1)
+    four = msgspec.structs.replace(settings, partitions=4)
+    await check_partitions(redis, one)
+    assert await redis.get(one.keys.layout) == b"1"
+    stream = one.keys.normalized
+    await redis.xgroup_create(stream, EXECUTE, id="0", mkstream=True)
+    await redis.xadd(stream, {"p": "undecided"})
+    with pytest.raises(ServerRefused, match=r"PATCHLOG_PARTITIONS=4, but .* runs with 1") as err:
+        await check_partitions(redis, four)
+    assert "1 normalized entries not yet decided" in str(err.value)
+    got: Any = await redis.xreadgroup(EXECUTE, "e1", {stream: ">"})
+    await redis.xack(stream, EXECUTE, got[0][1][0][0])
+    await redis.set(one.keys.lease(EXECUTE, "e1"), b"{}", px=30_000)  # still running
+    with pytest.raises(ServerRefused, match=r"1 live workers \(execute:e1\)"):
+        await check_partitions(redis, four)
+    await redis.delete(one.keys.lease(EXECUTE, "e1"))
+    await check_partitions(redis, four)
+    assert await redis.get(one.keys.layout) == b"4"
+    await check_partitions(redis, four)  # the recorded count: nothing to check

@@ -63,8 +63,9 @@ def worker_of(consumer: str) -> str:
 class Partitioned:
     """Runs one ``Runner`` per partition this worker holds, and keeps the set right.
 
-    ``drain``: take every free partition (not only the ones preferring this worker),
-    drain each, and return; partitions other workers hold are theirs to drain.
+    ``drain``: take every free partition (not only the ones preferring this worker,
+    and without becoming a member others hand partitions to), drain each, release it
+    as soon as it is drained, and return; partitions other workers hold are theirs.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Partitioned:
         self.aged = tuple(aged)
         self.keys = settings.keys
         self.runners: dict[int, tuple[Runner, asyncio.Task[None]]] = {}
+        self._drained: set[int] = set()  # draining: partitions done and released
         self._stopping = asyncio.Event()
         self.log = log.bind(consumer=worker)
 
@@ -100,9 +102,9 @@ class Partitioned:
             if not self.drain:
                 await self._join(min(_SETTLE_S, interval))
             while not self._stopping.is_set():
-                wanted = await self._round()
-                self._raise_failed()
-                if self.drain and all(t.done() for _, t in self.runners.values()):
+                wanted = await self._round(interval)
+                await self._settle_done()
+                if self.drain and not self.runners:
                     return  # drained what it took (nothing, if every partition is held)
                 await self._wait(_WANTED_STEP if wanted else interval)
         finally:
@@ -116,12 +118,11 @@ class Partitioned:
             return
         await self._wait(settle)
 
-    async def _round(self) -> bool:
+    async def _round(self, interval: float) -> bool:
         """One round: renew, take, give up; whether a partition waits to be handed over."""
+        args = self._args("any", *sorted(self._drained)) if self.drain else self._args("round")
         try:
-            reply: Any = await self.scripts.partition(
-                keys=self._keys(), args=self._args("any" if self.drain else "round")
-            )
+            reply: Any = await self.scripts.partition(keys=self._keys(), args=args)
         except ServerError as err:
             await self._keep_on(err)
             return False
@@ -129,10 +130,10 @@ class Partitioned:
         for p in sorted(set(self.runners) - held):  # its lease ran out and another took it
             self.log.warning("partition lost", partition=p)
             self.runners[p][0].stop()
-        for p in sorted(held - set(self.runners)):
+        for p in sorted(held - extra - set(self.runners)):
             self._start(p)
-        for p in sorted(extra):
-            await self._hand_over(p)
+        if extra:
+            await self._hand_over(sorted(extra), interval)
         self.log.debug("partitions", held=sorted(held), handed_over=sorted(extra))
         return bool(wanted)
 
@@ -175,34 +176,63 @@ class Partitioned:
         self.runners[p] = (runner, task)
         self.log.info("partition taken", partition=p, stream=stream)
 
-    async def _hand_over(self, p: int) -> None:
-        """Stop reading partition ``p`` (the batch in hand is finished), then release it,
-        so that the member it prefers takes it at its next round."""
-        await self._stop_runner(p)
+    async def _hand_over(self, parts: Sequence[int], interval: float) -> None:
+        """Stop reading ``parts`` (each finishes its batch in hand; all at once, while the
+        membership and the leases kept are renewed, so a slow batch costs no lease),
+        then release them, so that the members they prefer take them at their next round."""
+        renewing = asyncio.create_task(self._renew_every(interval))
         try:
-            await self.scripts.partition(keys=self._keys(), args=self._args("release", p))
-        except ServerError as err:  # it runs out by itself within lease_ms
-            self.log.warning("partition release failed", partition=p, error=str(err))
-        self.log.info("partition handed over", partition=p)
-
-    async def _stop_runner(self, p: int) -> None:
-        runner, task = self.runners.pop(p)
-        runner.stop()
-        done, _ = await asyncio.wait([task], timeout=self.settings.shutdown_grace)
-        if not done:
-            task.cancel()
+            await self._stop_runners(parts, self.settings.shutdown_grace)
+        finally:
+            renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await renewing
+        await self._release(parts)
+        self.log.info("partitions handed over", partitions=list(parts))
 
-    def _raise_failed(self) -> None:
+    async def _renew_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.scripts.partition(keys=self._keys(), args=self._args("renew"))
+            except ServerError as err:
+                await self._keep_on(err)
+
+    async def _release(self, parts: Sequence[int]) -> None:
+        try:
+            await self.scripts.partition(keys=self._keys(), args=self._args("release", *parts))
+        except ServerError as err:  # a live holder renews it: the next round hands it over
+            self.log.warning("partition release failed", partitions=list(parts), error=str(err))
+
+    async def _stop_runners(self, parts: Sequence[int], grace: float) -> None:
+        """Stop the runners of ``parts`` together, within ``grace`` seconds in all (then
+        cancelled: their entries stay pending for the next holder's claim)."""
+        stopping = [self.runners.pop(p) for p in parts if p in self.runners]
+        for runner, _ in stopping:
+            runner.stop()
+        tasks = [task for _, task in stopping]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def _settle_done(self) -> None:
+        """Raise what a finished runner raised; forget one that stopped after losing its
+        lease (retaken if held again); draining, release each partition drained."""
+        done: list[int] = []
         for p, (_, task) in list(self.runners.items()):
             if not task.done():
                 continue
             error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
-            if not self.drain:
-                self.runners.pop(p)  # stopped after losing its lease; retaken if held
+            self.runners.pop(p)
+            done.append(p)
+        if self.drain and done:
+            self._drained.update(done)
+            await self._release(done)
 
     async def _wait(self, seconds: float) -> None:
         tasks = [t for _, t in self.runners.values() if not t.done()]
@@ -213,10 +243,8 @@ class Partitioned:
             stopping.cancel()
 
     async def _stop_all(self) -> None:
-        for runner, _ in self.runners.values():  # all at once: one grace for them all
-            runner.stop()
-        for p in list(self.runners):
-            await self._stop_runner(p)
+        # Within the worker's own grace, so that leaving still runs before it is cut off.
+        await self._stop_runners(list(self.runners), self.settings.shutdown_grace * 0.8)
         try:
             await self.scripts.partition(keys=self._keys(), args=self._args("leave"))
         except ServerError as err:  # they run out by themselves within lease_ms

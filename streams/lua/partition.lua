@@ -7,7 +7,9 @@
 -- ARGV[1] worker  ARGV[2] lease ttl (ms)  ARGV[3] operation:
 --   'join'    become (or stay) a member, take nothing yet
 --   'round'   join or stay, renew the partitions held, take the free ones preferring it
---   'any'     the same, taking every free partition (a worker draining all it can)
+--   'any'     renew the partitions held and take every free one but ARGV[4..], without
+--             becoming a member (a worker draining all it can, then leaving)
+--   'renew'   stay a member and renew the partitions held, take and give up nothing
 --   'release' give up the partitions ARGV[4..] (0-based) if it holds them
 --   'leave'   stop being a member and give up every partition held
 -- Returns, for 'round' and 'any', {partitions held now, those of them preferring another
@@ -45,27 +47,44 @@ if op == 'leave' then
   end
   return {}
 end
-if op ~= 'round' and op ~= 'any' and op ~= 'join' then
+if op ~= 'round' and op ~= 'any' and op ~= 'join' and op ~= 'renew' then
   return redis.error_reply('ERR partition: unknown operation ' .. tostring(op))
 end
 
-redis.call('ZADD', KEYS[1], now + ttl, me)
+if op ~= 'any' then
+  redis.call('ZADD', KEYS[1], now + ttl, me)
+end
 if op == 'join' then
   return {}
+end
+if op == 'renew' then
+  for p = 0, count - 1 do
+    if redis.call('GET', lease(p)) == me then
+      redis.call('PEXPIRE', lease(p), ttl)
+    end
+  end
+  return {}
+end
+local skip = {}
+for i = 4, #ARGV do
+  skip[tonumber(ARGV[i])] = true
 end
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 table.sort(members)
 local held, extra, wanted = {}, {}, {}
 for p = 0, count - 1 do
   local holder = redis.call('GET', lease(p))
-  local preferred = members[(p % #members) + 1]
+  local preferred = nil
+  if #members > 0 then
+    preferred = members[(p % #members) + 1]
+  end
   if holder == me then
     redis.call('PEXPIRE', lease(p), ttl)
     held[#held + 1] = p
     if preferred ~= me and op == 'round' then
       extra[#extra + 1] = p
     end
-  elseif not holder and (preferred == me or op == 'any') then
+  elseif not holder and (preferred == me or (op == 'any' and not skip[p])) then
     redis.call('SET', lease(p), me, 'PX', ttl)
     held[#held + 1] = p
   elseif preferred == me then

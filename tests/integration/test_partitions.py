@@ -219,3 +219,29 @@ async def test_a_changed_partition_count_waits_for_a_drained_and_stopped_pipelin
     await check_partitions(redis, four)
     assert await redis.get(one.keys.layout) == b"4"
     await check_partitions(redis, four)  # the recorded count: nothing to check
+
+
+async def test_a_drainer_is_no_member_and_renewing_takes_nothing(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """The ownership script: a draining worker takes the free partitions but those it
+    already drained, without becoming a member that live workers would hand their share
+    to; 'renew' (run while a slow hand-over finishes) keeps the leases held and takes
+    nothing."""
+    keys = _partitioned(settings).keys
+    script_keys = [keys.members] + [keys.partition_lease(p) for p in range(_P)]
+
+    async def call(*args: str | int) -> Any:
+        return await scripts.partition(keys=script_keys, args=list(args))
+
+    await call("live", 10_000, "join")
+    held, _, _ = await call("burst", 10_000, "any", 1)  # partition 1 drained already
+    assert sorted(map(int, held)) == [p for p in range(_P) if p != 1]
+    assert await redis.zscore(keys.members, "burst") is None
+    held, _, wanted = await call("live", 10_000, "round")
+    assert (list(map(int, held)), len(wanted)) == ([1], _P - 1)
+    await redis.pexpire(keys.partition_lease(1), 100)
+    await call("burst", 10_000, "release", 0)
+    assert await call("live", 10_000, "renew") == []
+    assert await redis.get(keys.partition_lease(0)) is None  # free, but not taken
+    assert await redis.pttl(keys.partition_lease(1)) > 5_000  # renewed

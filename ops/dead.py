@@ -408,6 +408,20 @@ async def _decided(redis: Redis, keys: Keys, patch_id: str | None) -> IdRecord |
         return None  # damaged: the commit script refuses it, as for any entry
 
 
+def _read_now(keys: Keys, letter: Letter, stream: str, doc: str | None) -> str:
+    """Where an execute letter read from ``stream`` goes back: that stream if execute
+    still reads it, else (the partition count changed since) the document's stream now.
+    Raises ``Unretryable`` when neither is known."""
+    if letter.dead.stage != EXECUTE or stream in keys.normalized_streams:
+        return stream
+    if doc is None:
+        raise Unretryable(
+            f"dead letter {letter.id}: {stream} is not read with {keys.partitions} "
+            "partitions, and the letter does not say its document"
+        )
+    return keys.normalized_of(doc)
+
+
 async def _retry_one(redis: Redis, keys: Keys, script: AsyncScript, letter: Letter) -> Retried:
     try:
         stream = stage_stream(keys, letter.dead.stage, letter.dead.stream)
@@ -419,6 +433,7 @@ async def _retry_one(redis: Redis, keys: Keys, script: AsyncScript, letter: Lett
     )
     fields = entry_to_retry(letter, stream, original)
     doc, patch_id = identify(letter.dead, fields)
+    stream = _read_now(keys, letter, stream, doc)
     decided = await _decided(redis, keys, patch_id)  # before: not the retried entry's own
     flat: list[bytes | str] = [letter.id]
     for name, value in fields.items():

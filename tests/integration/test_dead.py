@@ -10,9 +10,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from patchlog.ops.clibase import Exit
+from patchlog.ops.dead import retry
 from patchlog.projections.load import read_document
 from patchlog.streams.codec import decode_event
-from patchlog.streams.keys import EXECUTE, NORMALIZE
+from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
 from patchlog.streams.schema import DeadLetter, OutcomeStatus, RejectCode
 from patchlog.streams.scripts import Scripts
 from patchlog.streams.settings import Settings
@@ -278,3 +279,20 @@ async def test_drop_one_and_drop_all_which_needs_yes(
     status, out, err = await patchlog("dead", "drop", "--all", "--yes", *where(settings))
     assert (status, out) == (Exit.OK, f"dropped 2 dead letters from {settings.keys.dead}\n"), err
     assert await letters(redis, settings) == {}
+
+
+async def test_an_execute_dead_letter_goes_back_to_its_documents_stream_after_a_new_count(
+    redis: Redis, settings: Settings, scripts: Scripts
+) -> None:
+    """A letter read from ``normalized`` before the partition count went from 1 to 2 is
+    retried into the stream its document is read from now, not one nobody reads."""
+    await redis.rpush(settings.keys.patch_id("c1"), "{not json")  # the commit refuses
+    await redis.xadd(settings.keys.patches, {"doc": "d1", "base": "0", "ops": OPS, "id": "c1"})
+    await drain(redis, settings, scripts, timeout=60)
+    (letter_id,) = await letters(redis, settings)
+    await redis.delete(settings.keys.patch_id("c1"))
+    two = Keys(settings.namespace, 2)
+    retried = await retry(redis, two, letter_id)
+    assert retried.stream == two.normalized_of("d1") != settings.keys.normalized
+    entries: Any = await redis.xrange(retried.stream)
+    assert [e.decode() for e, _ in entries] == [retried.entry]

@@ -87,11 +87,18 @@ class Partitioned:
         self.keys = settings.keys
         self.runners: dict[int, tuple[Runner, asyncio.Task[None]]] = {}
         self._drained: set[int] = set()  # draining: partitions done and released
+        self._handing: set[int] = set()  # partitions being handed over right now
+        self._stop_by: float | None = None  # loop time by which stopping must be done
         self._stopping = asyncio.Event()
         self.log = log.bind(consumer=worker)
 
     def stop(self) -> None:
-        """Stop every runner after its batch in hand, hand the partitions over, return."""
+        """Stop every runner after its batch in hand, hand the partitions over, return
+        (within 0.8 of ``shutdown_grace``, so that leaving runs before the worker's own
+        grace is over, even if a hand-over was under way)."""
+        if self._stop_by is None:
+            loop = asyncio.get_running_loop()
+            self._stop_by = loop.time() + 0.8 * self.settings.shutdown_grace
         self._stopping.set()
 
     async def run(self) -> None:
@@ -104,7 +111,7 @@ class Partitioned:
             while not self._stopping.is_set():
                 wanted = await self._round(interval)
                 await self._settle_done()
-                if self.drain and not self.runners:
+                if self.drain and wanted is not None and not self.runners:
                     return  # drained what it took (nothing, if every partition is held)
                 await self._wait(_WANTED_STEP if wanted else interval)
         finally:
@@ -118,14 +125,15 @@ class Partitioned:
             return
         await self._wait(settle)
 
-    async def _round(self, interval: float) -> bool:
-        """One round: renew, take, give up; whether a partition waits to be handed over."""
+    async def _round(self, interval: float) -> bool | None:
+        """One round: renew, take, give up; whether a partition waits to be handed over
+        (``None``: the round failed, nothing is known)."""
         args = self._args("any", *sorted(self._drained)) if self.drain else self._args("round")
         try:
             reply: Any = await self.scripts.partition(keys=self._keys(), args=args)
         except ServerError as err:
             await self._keep_on(err)
-            return False
+            return None
         held, extra, wanted = (set(map(int, part)) for part in reply)
         for p in sorted(set(self.runners) - held):  # its lease ran out and another took it
             self.log.warning("partition lost", partition=p)
@@ -144,7 +152,7 @@ class Partitioned:
         if isinstance(err, ServerUnavailable) and err.code == "OOM":
             with contextlib.suppress(ServerError):
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for p in self.runners:
+                    for p in {*self.runners, *self._handing}:
                         pipe.pexpire(self.keys.partition_lease(p), self.settings.lease_ms)
                     await pipe.execute()
         if not is_transient(err):
@@ -180,10 +188,12 @@ class Partitioned:
         """Stop reading ``parts`` (each finishes its batch in hand; all at once, while the
         membership and the leases kept are renewed, so a slow batch costs no lease),
         then release them, so that the members they prefer take them at their next round."""
+        self._handing.update(parts)
         renewing = asyncio.create_task(self._renew_every(interval))
         try:
             await self._stop_runners(parts, self.settings.shutdown_grace)
         finally:
+            self._handing.clear()
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
@@ -210,13 +220,30 @@ class Partitioned:
         stopping = [self.runners.pop(p) for p in parts if p in self.runners]
         for runner, _ in stopping:
             runner.stop()
-        tasks = [task for _, task in stopping]
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=grace)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        pending = {task for _, task in stopping}
+        try:
+            while pending:
+                # A stop() meanwhile shortens the wait to its own deadline.
+                left = min(until, self._stop_by or until) - loop.time()
+                if left <= 0:
+                    break
+                waits: set[asyncio.Future[Any]] = set(pending)
+                stop = None
+                if not self._stopping.is_set():
+                    stop = asyncio.create_task(self._stopping.wait())
+                    waits.add(stop)
+                done, _ = await asyncio.wait(
+                    waits, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop is not None:
+                    stop.cancel()
+                pending -= done
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _settle_done(self) -> None:
         """Raise what a finished runner raised; forget one that stopped after losing its
@@ -243,9 +270,10 @@ class Partitioned:
             stopping.cancel()
 
     async def _stop_all(self) -> None:
-        # Within the worker's own grace, so that leaving still runs before it is cut off.
-        await self._stop_runners(list(self.runners), self.settings.shutdown_grace * 0.8)
-        try:
-            await self.scripts.partition(keys=self._keys(), args=self._args("leave"))
-        except ServerError as err:  # they run out by themselves within lease_ms
-            self.log.warning("leaving the partitions failed", error=str(err))
+        try:  # within the worker's own grace, so that leaving still runs
+            await self._stop_runners(list(self.runners), self.settings.shutdown_grace * 0.8)
+        finally:
+            try:
+                await self.scripts.partition(keys=self._keys(), args=self._args("leave"))
+            except ServerError as err:  # they run out by themselves within lease_ms
+                self.log.warning("leaving the partitions failed", error=str(err))

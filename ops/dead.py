@@ -409,17 +409,19 @@ async def _decided(redis: Redis, keys: Keys, patch_id: str | None) -> IdRecord |
 
 
 def _read_now(keys: Keys, letter: Letter, stream: str, doc: str | None) -> str:
-    """Where an execute letter read from ``stream`` goes back: that stream if execute
-    still reads it, else (the partition count changed since) the document's stream now.
-    Raises ``Unretryable`` when neither is known."""
-    if letter.dead.stage != EXECUTE or stream in keys.normalized_streams:
+    """Where an execute letter read from ``stream`` goes back: its document's stream
+    now (the one it was read from unless the partition count changed since), else that
+    stream if execute still reads it. Raises ``Unretryable`` when neither holds."""
+    if letter.dead.stage != EXECUTE:
         return stream
-    if doc is None:
+    if doc is not None:
+        return keys.normalized_of(doc)
+    if stream not in keys.normalized_streams:
         raise Unretryable(
             f"dead letter {letter.id}: {stream} is not read with {keys.partitions} "
             "partitions, and the letter does not say its document"
         )
-    return keys.normalized_of(doc)
+    return stream
 
 
 async def _retry_one(redis: Redis, keys: Keys, script: AsyncScript, letter: Letter) -> Retried:

@@ -73,9 +73,10 @@ class Keys(msgspec.Struct, frozen=True):
 
     @property
     def layout(self) -> str:
-        """The partition count the pipeline on this namespace runs with (a string),
-        recorded by the first worker; a worker started with another count is refused
-        while the recorded layout still has work or workers (``ops.partitioning``)."""
+        """Hash: the partition count the pipeline on this namespace runs with
+        (``partitions``) and when a worker last started with it (``at``, server ms); a
+        worker started with another count is refused while the recorded layout still
+        has work or workers (``ops.partitioning``)."""
         return f"{self.namespace}:partitions"
 
     @property

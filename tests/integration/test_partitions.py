@@ -201,9 +201,13 @@ async def test_a_changed_partition_count_waits_for_a_drained_and_stopped_pipelin
     entries would be stranded or a document's order split), and accepted, recorded,
     once it is drained and stopped."""
     one = msgspec.structs.replace(settings, partitions=1)
-    four = msgspec.structs.replace(settings, partitions=4)
+    four = msgspec.structs.replace(settings, partitions=4, lease_ms=300)
     await check_partitions(redis, one)
-    assert await redis.get(one.keys.layout) == b"1"
+    assert await redis.hget(one.keys.layout, "partitions") == b"1"
+    # A worker that started with 1 a moment ago may not hold a lease yet.
+    with pytest.raises(ServerRefused, match="a worker started with it within the last lease"):
+        await check_partitions(redis, four)
+    await asyncio.sleep(0.4)
     stream = one.keys.normalized
     await redis.xgroup_create(stream, EXECUTE, id="0", mkstream=True)
     await redis.xadd(stream, {"p": "undecided"})
@@ -217,8 +221,11 @@ async def test_a_changed_partition_count_waits_for_a_drained_and_stopped_pipelin
         await check_partitions(redis, four)
     await redis.delete(one.keys.lease(EXECUTE, "e1"))
     await check_partitions(redis, four)
-    assert await redis.get(one.keys.layout) == b"4"
+    assert await redis.hget(one.keys.layout, "partitions") == b"4"
     await check_partitions(redis, four)  # the recorded count: nothing to check
+    await redis.hset(one.keys.layout, "partitions", "many")
+    with pytest.raises(ServerRefused, match="damaged"):
+        await check_partitions(redis, four)
 
 
 async def test_a_drainer_is_no_member_and_renewing_takes_nothing(

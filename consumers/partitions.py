@@ -99,6 +99,8 @@ class Partitioned:
         if self._stop_by is None:
             loop = asyncio.get_running_loop()
             self._stop_by = loop.time() + 0.8 * self.settings.shutdown_grace
+        for runner, _ in self.runners.values():  # all wind down together, hand-over or not
+            runner.stop()
         self._stopping.set()
 
     async def run(self) -> None:
@@ -191,12 +193,12 @@ class Partitioned:
         self._handing.update(parts)
         renewing = asyncio.create_task(self._renew_every(interval))
         try:
-            await self._stop_runners(parts, self.settings.shutdown_grace)
+            # A renewal that fails for good ends the wait: its error is raised.
+            await self._stop_runners(parts, self.settings.shutdown_grace, watch=renewing)
         finally:
             self._handing.clear()
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            await asyncio.gather(renewing, return_exceptions=True)
         await self._release(parts)
         self.log.info("partitions handed over", partitions=list(parts))
 
@@ -214,36 +216,49 @@ class Partitioned:
         except ServerError as err:  # a live holder renews it: the next round hands it over
             self.log.warning("partition release failed", partitions=list(parts), error=str(err))
 
-    async def _stop_runners(self, parts: Sequence[int], grace: float) -> None:
+    async def _stop_runners(
+        self, parts: Sequence[int], grace: float, watch: asyncio.Task[None] | None = None
+    ) -> None:
         """Stop the runners of ``parts`` together, within ``grace`` seconds in all (then
-        cancelled: their entries stay pending for the next holder's claim)."""
+        cancelled: their entries stay pending for the next holder's claim), or until
+        ``watch`` ends. Raises what a runner or ``watch`` raised meanwhile."""
         stopping = [self.runners.pop(p) for p in parts if p in self.runners]
         for runner, _ in stopping:
             runner.stop()
         loop = asyncio.get_running_loop()
         until = loop.time() + grace
-        pending = {task for _, task in stopping}
+        pending: set[asyncio.Task[None]] = {task for _, task in stopping}
+        ended: list[asyncio.Task[None]] = []
         try:
-            while pending:
+            while pending and not (watch is not None and watch.done()):
                 # A stop() meanwhile shortens the wait to its own deadline.
                 left = min(until, self._stop_by or until) - loop.time()
                 if left <= 0:
                     break
                 waits: set[asyncio.Future[Any]] = set(pending)
+                if watch is not None:
+                    waits.add(watch)
                 stop = None
                 if not self._stopping.is_set():
                     stop = asyncio.create_task(self._stopping.wait())
                     waits.add(stop)
-                done, _ = await asyncio.wait(
-                    waits, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                if stop is not None:
-                    stop.cancel()
+                try:
+                    done, _ = await asyncio.wait(
+                        waits, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    if stop is not None:
+                        stop.cancel()
+                ended += [t for t in pending if t in done]
                 pending -= done
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in [*ended, *([watch] if watch is not None and watch.done() else [])]:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def _settle_done(self) -> None:
         """Raise what a finished runner raised; forget one that stopped after losing its

@@ -12,6 +12,8 @@ recorded and the workers start.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import structlog
@@ -29,7 +31,8 @@ log = structlog.get_logger("patchlog.partitioning")
 
 
 _MAX = 1024  # as Settings.partitions
-_TRIES = 5  # compare-and-set attempts against workers starting at the same moment
+_TRIES = 50  # compare-and-set attempts against workers starting at the same moment
+_JITTER_S = 0.02  # at most this long between two attempts
 
 
 async def _left(redis: Redis, old: Keys) -> tuple[int, list[str]]:
@@ -97,8 +100,10 @@ async def check_partitions(redis: Redis, settings: Settings) -> None:
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.hset(keys.layout, mapping={"partitions": want, "at": now_ms})
                 await pipe.execute()
-        except KeyChanged:
-            continue  # another worker recorded meanwhile: judge its record
+        except KeyChanged:  # another worker recorded meanwhile: judge its record
+            # Workers of `up` start together: spread their next attempts.
+            await asyncio.sleep(random.uniform(0, _JITTER_S))  # noqa: S311 - jitter, not crypto
+            continue
         if found is not None and found[0] != want:
             log.warning("partition count changed", was=found[0], now=want, record=keys.layout)
         return

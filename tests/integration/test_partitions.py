@@ -252,3 +252,23 @@ async def test_a_drainer_is_no_member_and_renewing_takes_nothing(
     assert await call("live", 10_000, "renew") == []
     assert await redis.get(keys.partition_lease(0)) is None  # free, but not taken
     assert await redis.pttl(keys.partition_lease(1)) > 5_000  # renewed
+
+
+async def test_workers_starting_together_with_two_counts_run_with_one(
+    redis: Redis, settings: Settings
+) -> None:
+    """Twelve workers start at once, half with 4 partitions and half with 8: one count
+    is recorded, every worker with it starts, every other one is refused."""
+    counts = [4, 8] * 6
+    results = await asyncio.gather(
+        *(check_partitions(redis, msgspec.structs.replace(settings, partitions=n)) for n in counts),
+        return_exceptions=True,
+    )
+    recorded = int(await redis.hget(settings.keys.layout, "partitions") or 0)
+    assert recorded in (4, 8)
+    for n, result in zip(counts, results, strict=True):
+        if n == recorded:
+            assert result is None, result
+        else:
+            assert isinstance(result, ServerRefused), result
+            assert f"runs with {recorded}" in str(result)

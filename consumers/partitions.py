@@ -232,7 +232,8 @@ class Partitioned:
         try:
             while pending and not (watch is not None and watch.done()):
                 # A stop() meanwhile shortens the wait to its own deadline.
-                left = min(until, self._stop_by or until) - loop.time()
+                by = until if self._stop_by is None else min(until, self._stop_by)
+                left = by - loop.time()
                 if left <= 0:
                     break
                 waits: set[asyncio.Future[Any]] = set(pending)

@@ -30,7 +30,7 @@ from patchlog.streams.keys import Keys
 from patchlog.streams.schema import HealthResult, HealthStatus
 from patchlog.streams.settings import Settings
 
-__all__ = ["GROUPS", "Prober", "latest", "leased_consumers"]
+__all__ = ["GROUPS", "Prober", "latest", "leased_consumers", "live_workers"]
 
 log = structlog.get_logger("patchlog.health")
 
@@ -293,6 +293,19 @@ async def leased_consumers(redis: Redis, keys: Keys, group: str, stream: str) ->
             pipe.exists(keys.lease(group, name))
         alive = await pipe.execute()
     return [name for name, up in zip(names, alive, strict=True) if up]
+
+
+async def live_workers(redis: Redis, keys: Keys) -> list[str]:
+    """Every consumer holding a lease, as ``<group>:<consumer>``, sorted: the stage
+    workers of ``keys``' layout that are alive now."""
+    return sorted(
+        [
+            f"{group}:{name}"
+            for group, _ in GROUPS
+            for stream in keys.group_streams(group)
+            for name in await leased_consumers(redis, keys, group, stream)
+        ]
+    )
 
 
 async def latest(redis: Redis, keys: Keys) -> HealthResult | None:

@@ -20,17 +20,16 @@ import structlog
 from redis.asyncio import Redis
 
 from patchlog.ops.groups import read_groups
-from patchlog.ops.health import leased_consumers
+from patchlog.ops.health import live_workers
 from patchlog.streams.errors import KeyChanged, ServerRefused
-from patchlog.streams.keys import EXECUTE, NORMALIZE, Keys
-from patchlog.streams.settings import Settings
+from patchlog.streams.keys import EXECUTE, Keys
+from patchlog.streams.settings import MAX_PARTITIONS, Settings
 
 __all__ = ["check_partitions"]
 
 log = structlog.get_logger("patchlog.partitioning")
 
 
-_MAX = 1024  # as Settings.partitions
 _TRIES = 50  # compare-and-set attempts against workers starting at the same moment
 _JITTER_S = 0.02  # at most this long between two attempts
 
@@ -47,11 +46,7 @@ async def _left(redis: Redis, old: Keys) -> tuple[int, list[str]]:
             backlog += int(await redis.xlen(stream))
         else:
             backlog += row.backlog
-    live = [
-        f"{group}:{name}"
-        for group, stream in [(NORMALIZE, old.patches)] + [(EXECUTE, s) for s in streams]
-        for name in await leased_consumers(redis, old, group, stream)
-    ]
+    live = await live_workers(redis, old)
     now_ms = await _server_ms(redis)  # memberships expire on the server's clock
     members: Any = await redis.zrangebyscore(old.members, f"({now_ms}", "+inf")
     live += [f"execute:{m.decode()}" for m in members if f"execute:{m.decode()}" not in live]
@@ -72,7 +67,7 @@ def _recorded(keys: Keys, fields: dict[bytes, bytes]) -> tuple[int, int] | None:
         had, at = int(fields[b"partitions"]), int(fields.get(b"at", b"0"))
     except (KeyError, ValueError):
         had = 0
-    if not 1 <= had <= _MAX:
+    if not 1 <= had <= MAX_PARTITIONS:
         raise ServerRefused(
             f"{keys.layout} is damaged ({fields!r}); with every worker stopped, delete it "
             "and start again"

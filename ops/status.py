@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from patchlog.ops.health import GROUPS, Prober, latest, leased_consumers
+from patchlog.ops.health import GROUPS, Prober, latest, live_workers
 from patchlog.streams.keys import Keys
 from patchlog.streams.settings import Settings
 
@@ -69,14 +69,7 @@ async def gather_status(redis: Redis, settings: Settings) -> dict[str, Any]:
         return out
 
     async def workers() -> list[str]:
-        return sorted(
-            [
-                f"{group}:{name}"
-                for group, _ in GROUPS
-                for stream in keys.group_streams(group)
-                for name in await leased_consumers(redis, keys, group, stream)
-            ]
-        )
+        return await live_workers(redis, keys)
 
     async def health() -> Any:
         result = await latest(redis, keys)

@@ -10,11 +10,14 @@ import msgspec
 from patchlog.streams.keys import Keys
 from patchlog.streams.limits import Limits
 
-__all__ = ["LOG_LEVELS", "Durability", "Fsync", "Settings"]
+__all__ = ["LOG_LEVELS", "MAX_PARTITIONS", "Durability", "Fsync", "Settings"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The levels ``PATCHLOG_LOG_LEVEL`` may name (any case): the setting and the logging
 set-up, which reads it before the settings are loaded, accept the same ones."""
+
+MAX_PARTITIONS = 1024
+"""The most execute partitions ``PATCHLOG_PARTITIONS`` may name."""
 
 
 class Fsync(enum.StrEnum):
@@ -61,12 +64,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 5
     """Retries of a command after a connection error or timeout (exponential backoff)."""
 
-    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTITIONS)] = 1
     """Execute partitions: documents are spread over this many normalized streams by a
     hash of their name, and each partition is read by one execute worker at a time
     (leases, taken over when a worker dies), so that execute workers up to this many add
-    capacity. 1: one stream that every execute worker reads. Change it only with the
-    pipeline stopped and drained."""
+    capacity. 1: one stream that every execute worker reads. A changed count is refused
+    until the pipeline is stopped and drained (``ops.partitioning``)."""
     batch: int = 256
     """Entries a worker reads at once."""
     commit_chunk: int = 64
